@@ -1,0 +1,41 @@
+"""gdmix: generalized deep mixed models for recommendation and CTR prediction.
+
+A GDMix model predicts ``logit = offset + f(x) + sum_i r_i(x_i)``: a global fixed
+effect ``f`` plus per-entity random effects ``r_i``, trained by block coordinate
+descent.
+"""
+
+from gdmix._version import __version__
+from gdmix.config import (
+    DataConfig,
+    FeatureConfig,
+    FixedEffectConfig,
+    GDMixConfig,
+    RandomEffectConfig,
+    TrainingConfig,
+    load_config,
+)
+from gdmix.errors import ConfigError, DataError, GDMixError, ModelDirectoryError
+from gdmix.metrics import grouped_auc, log_loss, roc_auc
+from gdmix.model import GDMixModel
+from gdmix.training import fit
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "DataError",
+    "FeatureConfig",
+    "FixedEffectConfig",
+    "GDMixConfig",
+    "GDMixError",
+    "GDMixModel",
+    "ModelDirectoryError",
+    "RandomEffectConfig",
+    "TrainingConfig",
+    "__version__",
+    "fit",
+    "grouped_auc",
+    "load_config",
+    "log_loss",
+    "roc_auc",
+]

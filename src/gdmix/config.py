@@ -1,0 +1,320 @@
+"""Typed configuration of a gdmix training job.
+
+One schema per setting, one name, one default, checked once. Unknown keys are
+rejected everywhere (``extra="forbid"``). The command line reads the same schema
+from YAML with :func:`load_config`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gdmix.errors import ConfigError
+
+__all__ = [
+    "CoordinateConfig",
+    "DataConfig",
+    "FeatureConfig",
+    "FixedEffectConfig",
+    "GDMixConfig",
+    "RandomEffectConfig",
+    "TrainingConfig",
+    "format_validation_error",
+    "load_config",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class FeatureConfig(_Strict):
+    """The features of one coordinate (its "feature shard").
+
+    Attributes
+    ----------
+    numeric : list of str
+        Numeric columns, used as they are.
+    categorical : list of str
+        Categorical columns, one-hot encoded through an index map built from the
+        training data; values not seen in training are ignored at scoring time.
+    bags : list of str
+        Name-term-value feature bags: columns of type ``list<struct<name, term, value>>``.
+        Each distinct ``(name, term)`` pair seen in training becomes one feature.
+    """
+
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    bags: list[str] = Field(default_factory=list)
+
+    def columns(self) -> list[str]:
+        """Return every column the shard reads."""
+        return [*self.numeric, *self.categorical, *self.bags]
+
+
+L2Value = Annotated[float, Field(ge=0.0)]
+
+
+def _validate_penalty(value: Any) -> Any:
+    """Reject an empty list and negative values with a message naming the value."""
+    values = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not value:
+        raise ValueError("must be a number or a non-empty list of numbers")
+    for v in values:
+        if isinstance(v, int | float) and not isinstance(v, bool) and v < 0:
+            raise ValueError(f"must be >= 0. Got {v} instead")
+    return value
+
+
+class _CoordinateBase(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    l2: L2Value | list[L2Value] = 1.0
+    intercept: bool = True
+    locked: bool = False
+    init_model: str | None = None
+
+    @field_validator("l2", mode="before")
+    @classmethod
+    def _check_l2(cls, value: Any) -> Any:
+        return _validate_penalty(value)
+
+    @model_validator(mode="after")
+    def _check_locked(self) -> _CoordinateBase:
+        if self.locked and self.init_model is None:
+            raise ValueError(
+                f"coordinate '{self.name}' is locked, so it needs 'init_model': the model "
+                "directory to load it from"
+            )
+        return self
+
+    def search_grid(self) -> list[dict[str, float | None]]:
+        """Candidate hyper-parameters, strongest penalty first (the warm-start path order)."""
+        return [{"l2": v} for v in _sorted_grid(self.l2)]
+
+
+def _sorted_grid(value: float | list[float]) -> list[float]:
+    values = value if isinstance(value, list) else [value]
+    return sorted({float(v) for v in values}, reverse=True)
+
+
+class FixedEffectConfig(_CoordinateBase):
+    """A global logistic regression (the fixed effect), solved with L-BFGS.
+
+    Attributes
+    ----------
+    l2 : float or list of float
+        L2 penalty ``l2/2 * ||w||^2`` (the intercept is not penalised). A list is a
+        search grid (see :class:`TrainingConfig`).
+    intercept : bool
+        Fit an unpenalised intercept.
+    max_iter : int
+        L-BFGS iteration limit.
+    tol : float
+        Convergence tolerance on the projected gradient, relative to the number of rows.
+    locked : bool
+        Load the coordinate from ``init_model`` and score it, never train it.
+    """
+
+    type: Literal["fixed"] = "fixed"
+    max_iter: int = Field(default=500, ge=1)
+    tol: float = Field(default=1e-10, gt=0)
+
+
+class RandomEffectConfig(_CoordinateBase):
+    """Per-entity L2 logistic regressions keyed by an entity column.
+
+    Attributes
+    ----------
+    entity : str
+        Column holding the entity id (user id, item id...).
+    l2 : float or list of float
+        Prior precision of every per-entity coefficient.
+    intercept : bool
+        Fit a per-entity intercept.
+    intercept_l2 : float, list of float, or None
+        Prior precision of the per-entity intercept. ``None`` (default) uses ``l2``:
+        a random intercept is a random effect too, and an unpenalised one diverges
+        for entities whose labels are all equal. Set 0 to leave it unpenalised. A list
+        is searched jointly with ``l2``.
+    min_rows : int
+        Active-data lower bound: entities with fewer training rows get no model
+        (their rows are still scored, with 0 from this coordinate).
+    max_rows : int or None
+        Active-data upper bound: entities with more rows are down-sampled
+        deterministically to ``max_rows`` rows, re-weighted by ``n_rows / max_rows``.
+    max_iter, tol : int, float
+        Newton iteration limit and gradient tolerance of each per-entity solve.
+    seed : int
+        Seed of the deterministic down-sampling.
+    """
+
+    type: Literal["random"] = "random"
+    entity: str = Field(min_length=1)
+    intercept_l2: L2Value | list[L2Value] | None = None
+    min_rows: int = Field(default=1, ge=1)
+    max_rows: int | None = Field(default=None, ge=1)
+    max_iter: int = Field(default=50, ge=1)
+    tol: float = Field(default=1e-9, gt=0)
+    seed: int = 0
+
+    @field_validator("intercept_l2", mode="before")
+    @classmethod
+    def _check_intercept_l2(cls, value: Any) -> Any:
+        return value if value is None else _validate_penalty(value)
+
+    def search_grid(self) -> list[dict[str, float | None]]:
+        """Candidate ``(l2, intercept_l2)`` pairs, strongest penalties first."""
+        icpt = [None] if self.intercept_l2 is None else _sorted_grid(self.intercept_l2)
+        return [{"l2": a, "intercept_l2": b} for a in _sorted_grid(self.l2) for b in icpt]
+
+
+CoordinateConfig = Annotated[FixedEffectConfig | RandomEffectConfig, Field(discriminator="type")]
+
+
+class DataConfig(_Strict):
+    """Where the data is and which role each column plays.
+
+    Attributes
+    ----------
+    train, validation, test : str or None
+        Parquet (``.parquet``, or a folder of Parquet files) or CSV paths, relative to
+        the config file. ``validation`` drives early stopping and the ``l2`` search.
+    label : str
+        Binary 0/1 response column.
+    weight, offset, uid : str or None
+        Optional sample weight, fixed offset (outside model's logit) and row id columns.
+    """
+
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+    label: str = "label"
+    weight: str | None = None
+    offset: str | None = None
+    uid: str | None = None
+
+
+class TrainingConfig(_Strict):
+    """Block coordinate descent settings.
+
+    Attributes
+    ----------
+    n_passes : int
+        Maximum number of passes over the coordinates.
+    metric : {"auc", "log_loss"}
+        Validation metric for early stopping and the ``l2`` search.
+    early_stopping : bool
+        Stop when a whole pass does not improve the validation metric by ``min_delta``;
+        the best model seen is the one returned.
+    min_delta : float
+        Smallest improvement that counts.
+    l2_search : {"coordinate", "grid"}
+        How lists of ``l2`` values are searched. ``coordinate``: at each coordinate
+        update, every candidate is fitted along a warm-started path and the best on
+        validation is kept (cost: the sum of the grid sizes). ``grid``: every
+        combination is trained in full, warm-started from the previous one (cost: the
+        product of the grid sizes).
+    n_threads : int or None
+        Threads for the per-entity solvers; ``None`` uses every core.
+    progress : bool
+        Show progress bars.
+    """
+
+    n_passes: int = Field(default=1, ge=1)
+    metric: Literal["auc", "log_loss"] = "auc"
+    early_stopping: bool = True
+    min_delta: float = Field(default=1e-5, ge=0)
+    l2_search: Literal["coordinate", "grid"] = "coordinate"
+    n_threads: int | None = Field(default=None, ge=1)
+    progress: bool = True
+
+
+class GDMixConfig(_Strict):
+    """A whole gdmix training job: data, coordinates (in update order), training, output."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    coordinates: list[CoordinateConfig] = Field(min_length=1)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    output: str | None = None
+
+    @model_validator(mode="after")
+    def _check_names(self) -> GDMixConfig:
+        names = [c.name for c in self.coordinates]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"coordinate names must be unique. Got {dupes} more than once")
+        if "total" in names:
+            raise ValueError("'total' is reserved for the sum of scores; rename that coordinate")
+        return self
+
+    def resolve_paths(self, base: str | os.PathLike[str]) -> GDMixConfig:
+        """Return a copy whose relative data and output paths are resolved against ``base``."""
+
+        def fix(p: str | None) -> str | None:
+            if p is None or "://" in p or os.path.isabs(p):
+                return p
+            return str(Path(base) / p)
+
+        data = self.data.model_copy(
+            update={k: fix(getattr(self.data, k)) for k in ("train", "validation", "test")}
+        )
+        coords = [c.model_copy(update={"init_model": fix(c.init_model)}) for c in self.coordinates]
+        return self.model_copy(
+            update={"data": data, "coordinates": coords, "output": fix(self.output)}
+        )
+
+
+def format_validation_error(err: ValidationError, where: str = "config") -> str:
+    """Turn a pydantic error into lines naming the parameter, the rule and the value."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (not a gdmix setting; check the spelling)"
+        value = e.get("input")
+        got = "" if e["type"] in ("missing", "extra_forbidden") else f" Got {value!r} instead."
+        lines.append(f"{where}: '{loc}': {msg}.{got}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: dict[str, Any], where: str = "config") -> GDMixConfig:
+    """Validate a plain dictionary into a :class:`GDMixConfig`.
+
+    Raises
+    ------
+    ConfigError
+        With one line per problem when the dictionary is not a valid config.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level. Got {type(raw).__name__}")
+    try:
+        return GDMixConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, where)) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> GDMixConfig:
+    """Load a YAML config file; relative paths in it are resolved against its folder.
+
+    Raises
+    ------
+    ConfigError
+        When the file is missing, is not YAML, or is not a valid config.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    return parse_config(raw, where=str(path)).resolve_paths(path.parent)

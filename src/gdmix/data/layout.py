@@ -1,0 +1,111 @@
+"""Entity layout: rows grouped by entity without copying them.
+
+For a random-effect coordinate, the rows of the training table are described by
+a permutation that sorts them by entity and the start of each entity's segment
+in that permutation (the paper's "super-record", as views instead of copies).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["EntityLayout", "downsample_weights", "group_rows"]
+
+
+@dataclass(frozen=True)
+class EntityLayout:
+    """Rows grouped by entity.
+
+    Attributes
+    ----------
+    entity_ids : pandas.Index
+        The distinct entity ids, in code order (sorted).
+    codes : ndarray of int64, shape (n_rows,)
+        Entity code of every row.
+    perm : ndarray of int64, shape (n_rows,)
+        Row numbers sorted by entity code (stable: a row keeps its order in its entity).
+    starts : ndarray of int64, shape (n_entities + 1,)
+        Entity ``e`` owns ``perm[starts[e]:starts[e + 1]]``.
+    """
+
+    entity_ids: pd.Index
+    codes: np.ndarray
+    perm: np.ndarray
+    starts: np.ndarray
+
+    @property
+    def n_entities(self) -> int:
+        """Number of distinct entities."""
+        return len(self.entity_ids)
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Rows per entity."""
+        return np.diff(self.starts)
+
+
+def group_rows(entity_values: pd.Series | np.ndarray) -> EntityLayout:
+    """Group rows by entity id.
+
+    Parameters
+    ----------
+    entity_values : Series or ndarray
+        The entity id of every row (no nulls).
+
+    Returns
+    -------
+    EntityLayout
+    """
+    codes, uniques = pd.factorize(pd.Series(entity_values), sort=True)
+    codes = codes.astype(np.int64)
+    perm = np.argsort(codes, kind="stable").astype(np.int64)
+    counts = np.bincount(codes, minlength=len(uniques))
+    starts = np.zeros(len(uniques) + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    return EntityLayout(pd.Index(uniques), codes, perm, starts)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser: a fixed, platform-independent hash of uint64 values."""
+    with np.errstate(over="ignore"):
+        x = x.astype(np.uint64)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def downsample_weights(
+    layout: EntityLayout, max_rows: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Deterministically keep at most ``max_rows`` rows per entity.
+
+    Each row gets a hash key from its row number and ``seed``; in every entity with
+    more than ``max_rows`` rows, the ``max_rows`` rows with the smallest keys are kept
+    and re-weighted by ``n_rows / max_rows`` so that the entity's total weight is kept.
+
+    Returns
+    -------
+    perm, starts : ndarray of int64
+        The layout of the kept rows.
+    multiplier : ndarray of float64, shape (n_rows,)
+        Weight multiplier of every row (0 for dropped rows).
+    """
+    n = len(layout.codes)
+    counts = layout.counts
+    keys = _mix64(np.arange(n, dtype=np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
+    order = np.lexsort((keys, layout.codes))
+    rank = np.arange(n, dtype=np.int64) - np.repeat(layout.starts[:-1], counts)
+    keep = rank < max_rows
+    kept_rows = order[keep]
+    kept_counts = np.minimum(counts, max_rows)
+    multiplier = np.zeros(n)
+    scale = counts / kept_counts.clip(min=1)
+    multiplier[kept_rows] = np.repeat(scale, kept_counts)
+    perm = np.sort(kept_rows)
+    perm = perm[np.argsort(layout.codes[perm], kind="stable")]
+    starts = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(kept_counts, out=starts[1:])
+    return perm.astype(np.int64), starts, multiplier

@@ -1,0 +1,79 @@
+"""Checks of a table against the column roles a config gives it.
+
+Every check raises :class:`gdmix.errors.DataError` with a message that names the
+column, the rule and what was found, before any work starts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from gdmix.errors import DataError
+
+__all__ = [
+    "check_entity_column",
+    "check_finite_numeric",
+    "check_label",
+    "check_not_empty",
+    "require_columns",
+]
+
+
+def require_columns(frame: pd.DataFrame, columns: list[str], where: str) -> None:
+    """Raise when any of ``columns`` is missing from ``frame``."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        have = list(frame.columns)
+        shown = have[:20] + (["..."] if len(have) > 20 else [])
+        raise DataError(f"{where}: missing column(s) {missing}; the data has {shown}")
+
+
+def check_not_empty(frame: pd.DataFrame, where: str) -> None:
+    """Raise when the table has no rows."""
+    if len(frame) == 0:
+        raise DataError(f"{where}: the table is empty (0 rows)")
+
+
+def check_finite_numeric(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
+    """Return ``column`` as finite float64, or raise naming the problem."""
+    series = frame[column]
+    if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
+        raise DataError(
+            f"{where}: column '{column}' must be numeric. Got dtype {series.dtype} instead"
+        )
+    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{where}: column '{column}' has {int(bad.sum())} NaN/inf value(s) "
+            f"(first at row {i}: {values[i]})"
+        )
+    return values
+
+
+def check_label(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
+    """Return the label column as float64 0/1, or raise when it is not binary."""
+    values = check_finite_numeric(frame, column, where)
+    bad = (values != 0) & (values != 1)
+    if bad.any():
+        found = np.unique(values[bad])[:5].tolist()
+        raise DataError(
+            f"{where}: label column '{column}' must hold 0/1 values. Got {found} instead"
+        )
+    return values
+
+
+def check_entity_column(frame: pd.DataFrame, column: str, where: str) -> pd.Series:
+    """Return the entity-id column, raising when it is missing or has nulls."""
+    require_columns(frame, [column], where)
+    series = frame[column]
+    nulls = series.isna()
+    if nulls.any():
+        i = int(np.flatnonzero(nulls.to_numpy())[0])
+        raise DataError(
+            f"{where}: entity column '{column}' has {int(nulls.sum())} null id(s) "
+            f"(first at row {i})"
+        )
+    return series

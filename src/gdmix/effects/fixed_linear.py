@@ -1,0 +1,116 @@
+"""Fixed effect: one global L2 logistic regression solved with L-BFGS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+from gdmix.config import FixedEffectConfig
+from gdmix.data.features import FeatureIndex
+from gdmix.effects.base import Coordinate
+from gdmix.solvers.lbfgs import fit_logistic_lbfgs
+
+__all__ = ["FixedLinearEffect"]
+
+_INTERCEPT = "(intercept)"
+
+
+class FixedLinearEffect(Coordinate):
+    """Global logistic regression ``f(x) = x . w + b``.
+
+    Parameters
+    ----------
+    config : FixedEffectConfig
+        Its features, ``l2``, intercept and solver settings.
+    """
+
+    kind = "fixed"
+    config: FixedEffectConfig
+
+    def __init__(self, config: FixedEffectConfig) -> None:
+        super().__init__(config)
+        self.coef = np.zeros(0)
+        self.intercept = 0.0
+
+    def build(self, frame: pd.DataFrame) -> None:
+        """Build the feature index map from the training table."""
+        self.features = FeatureIndex.build(frame, self.config.features, f"coordinate '{self.name}'")
+        self.coef = np.zeros(self.features.n_features)
+        self.intercept = 0.0
+
+    def columns(self) -> list[str]:
+        """Data columns this coordinate reads."""
+        return self.config.features.columns()
+
+    def design(self, frame: pd.DataFrame, where: str, *, training: bool = False) -> sp.csr_matrix:
+        """CSR design of ``frame`` over the coordinate's feature index map."""
+        assert self.features is not None
+        return self.features.transform(frame, f"{where}, coordinate '{self.name}'")
+
+    def fit(
+        self,
+        design: sp.csr_matrix,
+        y: np.ndarray,
+        weight: np.ndarray,
+        offset: np.ndarray,
+        *,
+        l2: float,
+        **_: Any,
+    ) -> dict[str, Any]:
+        """Fit with L-BFGS, warm-started from the current coefficients."""
+        res = fit_logistic_lbfgs(
+            design,
+            y,
+            l2=l2,
+            sample_weight=weight,
+            offset=offset,
+            fit_intercept=self.config.intercept,
+            coef0=self.coef,
+            intercept0=self.intercept,
+            max_iter=self.config.max_iter,
+            tol=self.config.tol,
+        )
+        self.coef, self.intercept, self.params = res.coef, res.intercept, {"l2": l2}
+        self.fitted = True
+        return {"n_iter": res.n_iter, "converged": res.converged, "objective": res.objective}
+
+    def score(self, design: sp.csr_matrix) -> np.ndarray:
+        """Per-row logit contribution ``x . w + b``."""
+        return np.asarray(design @ self.coef, dtype=np.float64) + self.intercept
+
+    def get_state(self) -> dict[str, Any]:
+        """Copy of the coefficients."""
+        return {"coef": self.coef.copy(), "intercept": self.intercept, "params": self.params}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore coefficients from :meth:`get_state`."""
+        self.coef = state["coef"].copy()
+        self.intercept = state["intercept"]
+        self.params = dict(state["params"])
+
+    def coefficient_table(self) -> pd.DataFrame:
+        """Coefficients as a table: ``feature``, ``coefficient`` (intercept first)."""
+        assert self.features is not None
+        names = self.features.feature_names()
+        return pd.DataFrame(
+            {"feature": [_INTERCEPT, *names], "coefficient": [self.intercept, *self.coef]}
+        )
+
+    def _save_params(self, folder: Path) -> None:
+        table = pa.Table.from_pandas(self.coefficient_table(), preserve_index=False)
+        pq.write_table(table, folder / "coefficients.parquet")
+
+    def _load_params(self, folder: Path) -> None:
+        assert self.features is not None
+        table = pq.read_table(folder / "coefficients.parquet").to_pandas()
+        if list(table["feature"].iloc[1:]) != self.features.feature_names():
+            raise ValueError("coefficient rows do not match features.json")
+        values = table["coefficient"].to_numpy(dtype=np.float64)
+        self.intercept = float(values[0])
+        self.coef = values[1:].copy()

@@ -1,0 +1,144 @@
+"""Global L2-regularised logistic regression solved with L-BFGS (scipy).
+
+Objective, for design ``X`` (dense or sparse), labels ``y``, weights ``s``, offsets ``o``::
+
+    F(w, b) = sum_i s_i * loss(y_i, o_i + x_i . w + b) + l2 / 2 * ||w||^2
+
+The intercept ``b`` is not penalised. The objective is divided by ``sum(s)`` inside
+the solver so that tolerances do not depend on the number of rows; the minimiser is
+the same. L-BFGS runs on standardised coordinates (columns implicitly centred when
+an intercept is fitted, and scaled to unit variance, without densifying a sparse
+design): the same objective in better-conditioned variables, which cuts the number
+of iterations several-fold on real data (a near-constant column such as a year
+divided by 2000 is almost collinear with the intercept).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.optimize
+import scipy.sparse as sp
+
+from gdmix.losses import logistic_grad_hess, logistic_loss
+
+__all__ = ["LbfgsResult", "fit_logistic_lbfgs", "logistic_objective"]
+
+
+@dataclass
+class LbfgsResult:
+    """Solution and diagnostics of :func:`fit_logistic_lbfgs`."""
+
+    coef: np.ndarray
+    intercept: float
+    objective: float
+    n_iter: int
+    converged: bool
+    message: str
+
+
+def logistic_objective(
+    X: np.ndarray | sp.spmatrix,
+    y: np.ndarray,
+    coef: np.ndarray,
+    intercept: float,
+    *,
+    l2: float,
+    sample_weight: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
+) -> float:
+    """Value of the penalised objective ``F(w, b)`` (unscaled)."""
+    z = X @ coef + intercept
+    if offset is not None:
+        z = z + offset
+    s = np.ones(len(y)) if sample_weight is None else sample_weight
+    return float(s @ logistic_loss(y, z) + 0.5 * l2 * coef @ coef)
+
+
+def fit_logistic_lbfgs(
+    X: np.ndarray | sp.spmatrix,
+    y: np.ndarray,
+    *,
+    l2: float,
+    sample_weight: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
+    fit_intercept: bool = True,
+    coef0: np.ndarray | None = None,
+    intercept0: float = 0.0,
+    max_iter: int = 500,
+    tol: float = 1e-10,
+) -> LbfgsResult:
+    """Minimise the L2-penalised logistic objective with L-BFGS.
+
+    Parameters
+    ----------
+    X : ndarray or sparse matrix, shape (n, p)
+        Design (CSR is fastest for sparse data).
+    y : ndarray, shape (n,)
+        0/1 labels.
+    l2 : float
+        Penalty on ``w`` (not on the intercept).
+    sample_weight, offset : ndarray, shape (n,), optional
+        Row weights and fixed offsets added to the margin.
+    fit_intercept : bool
+        Fit the unpenalised intercept ``b`` (else ``b = 0``).
+    coef0, intercept0 : optional
+        Starting point (warm start).
+    max_iter, tol : int, float
+        L-BFGS iteration limit and projected-gradient tolerance of the scaled objective.
+
+    Returns
+    -------
+    LbfgsResult
+    """
+    n, p = X.shape
+    s = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    o = np.zeros(n) if offset is None else np.asarray(offset, dtype=np.float64)
+    total = float(s.sum())
+    scale = 1.0 / total if total > 0 else 1.0
+    Xt = X.T.tocsr() if sp.issparse(X) else X.T
+    # Standardised variables: w = u / sd, b = c - mu . w (mu = 0 without an intercept).
+    # Without an intercept nothing can absorb a shift, so columns are only scaled (by
+    # their root mean square).
+    mean = np.asarray(Xt @ s).ravel() * scale if fit_intercept else np.zeros(p)
+    sq = X.multiply(X) if sp.issparse(X) else X * X
+    var = np.asarray(sq.T @ s).ravel() * scale - mean**2
+    sd = np.sqrt(np.clip(var, 0.0, None))
+    sd[sd < 1e-12] = 1.0
+
+    def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w = theta[:p] / sd
+        b = (theta[p] if fit_intercept else 0.0) - mean @ w
+        z = X @ w + b + o
+        g, _ = logistic_grad_hess(y, z)
+        sg = s * g
+        value = s @ logistic_loss(y, z) + 0.5 * l2 * (w @ w)
+        grad = np.empty_like(theta)
+        sg_sum = sg.sum()
+        grad[:p] = (Xt @ sg - mean * sg_sum + l2 * w) / sd
+        if fit_intercept:
+            grad[p] = sg_sum
+        return float(value) * scale, grad * scale
+
+    theta0 = np.zeros(p + int(fit_intercept))
+    if coef0 is not None:
+        theta0[:p] = np.asarray(coef0) * sd
+    if fit_intercept:
+        theta0[p] = intercept0 + (0.0 if coef0 is None else mean @ np.asarray(coef0))
+    res = scipy.optimize.minimize(
+        fun,
+        theta0,
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": max_iter, "gtol": tol, "ftol": 1e3 * np.finfo(float).eps, "maxcor": 20},
+    )
+    coef = res.x[:p] / sd
+    return LbfgsResult(
+        coef=coef,
+        intercept=float(res.x[p] - mean @ coef) if fit_intercept else 0.0,
+        objective=float(res.fun) / scale,
+        n_iter=int(res.nit),
+        converged=bool(res.success),
+        message=str(res.message),
+    )
