@@ -243,6 +243,19 @@ class GDMixConfig(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     output: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _check_types(cls, raw: Any) -> Any:
+        coords = raw.get("coordinates") if isinstance(raw, dict) else None
+        for i, c in enumerate(coords if isinstance(coords, list) else []):
+            if isinstance(c, dict) and c.get("type") not in ("fixed", "random"):
+                name = c.get("name", "?")
+                raise ValueError(
+                    f"coordinates[{i}] ('{name}'): 'type' must be 'fixed' or 'random'. "
+                    f"Got {c.get('type')!r} instead"
+                )
+        return raw
+
     @model_validator(mode="after")
     def _check_names(self) -> GDMixConfig:
         names = [c.name for c in self.coordinates]
@@ -279,8 +292,10 @@ def format_validation_error(err: ValidationError, where: str = "config") -> str:
         if e["type"] == "extra_forbidden":
             msg = "unknown key (not a gdmix setting; check the spelling)"
         value = e.get("input")
-        got = "" if e["type"] in ("missing", "extra_forbidden") else f" Got {value!r} instead."
-        lines.append(f"{where}: '{loc}': {msg}.{got}")
+        # Our own validators already name the value; model-level checks have no single one.
+        quiet = e["type"] in ("missing", "extra_forbidden") or "Got " in msg or not loc
+        got = "" if quiet or isinstance(value, dict) else f" Got {value!r} instead."
+        lines.append(f"{where}: '{loc}': {msg}.{got}" if loc else f"{where}: {msg}.{got}")
     return "\n".join(lines)
 
 
@@ -316,5 +331,5 @@ def load_config(path: str | os.PathLike[str]) -> GDMixConfig:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
     return parse_config(raw, where=str(path)).resolve_paths(path.parent)

@@ -122,6 +122,7 @@ class _Trainer:
             vroles = extract_roles(validation, config.data, "validation data", need_label=True)
             self.validation = self._prepare("validation data", validation, vroles, training=False)
         self.history: list[dict[str, Any]] = []
+        self.best_pass = 0
 
     def _prepare(
         self, name: str, frame: pd.DataFrame, roles: RoleColumns, training: bool
@@ -185,7 +186,12 @@ class _Trainer:
             t.scores[coord.name] = best[2][t.name]
 
     def _run_passes(self, grid_of: Callable[[Coordinate], list[dict[str, Any]]]) -> float:
-        """Coordinate descent passes with early stopping; returns the best goodness."""
+        """Coordinate descent passes; returns the goodness of the model kept.
+
+        With validation data the model after the best pass is kept, and (if enabled)
+        training stops after a pass that does not improve the metric by ``min_delta``.
+        Without validation data every pass runs and the last model is kept.
+        """
         tc = self.config.training
         best_goodness = -np.inf
         best_snapshot: list[Any] | None = None
@@ -194,13 +200,13 @@ class _Trainer:
                 if coord.name not in self.locked:
                     self._update(coord, pass_no, grid_of(coord))
             goodness = _goodness(self._selection_metrics(), tc.metric)
-            if goodness > best_goodness + tc.min_delta:
+            if self.validation is None:
                 best_goodness = goodness
+            elif goodness > best_goodness + tc.min_delta:
+                best_goodness, self.best_pass = goodness, pass_no
                 best_snapshot = self._snapshot()
-            elif tc.early_stopping and self.validation is not None:
-                logger.info(
-                    "pass %d did not improve the validation %s; stopping", pass_no, tc.metric
-                )
+            elif tc.early_stopping:
+                logger.info("pass %d did not improve validation %s; stopping", pass_no, tc.metric)
                 break
         if best_snapshot is not None:
             self._restore(best_snapshot)
@@ -231,19 +237,22 @@ class _Trainer:
             self._run_passes(lambda c: c.config.search_grid())
         else:
             grids = [c.config.search_grid() for c in trainable]
-            best: tuple[float, list[Any]] | None = None
+            best: tuple[float, list[Any], int] | None = None
             for combo in itertools.product(*grids):
                 chosen = dict(zip([c.name for c in trainable], combo, strict=True))
                 logger.info("grid point %s", chosen)
                 goodness = self._run_passes(lambda c, chosen=chosen: [chosen[c.name]])
                 if best is None or goodness > best[0]:
-                    best = (goodness, self._snapshot())
+                    best = (goodness, self._snapshot(), self.best_pass)
             assert best is not None
             self._restore(best[1])
+            self.best_pass = best[2]
         metrics = {"train": self.train.metrics()}
         if self.validation is not None:
             metrics["validation"] = self.validation.metrics()
         metrics["params"] = {c.name: c.params for c in self.coords}
+        if self.validation is not None:
+            metrics["best_pass"] = self.best_pass
         return GDMixModel(self.coords, self.config.data, metrics=metrics, history=self.history)
 
 

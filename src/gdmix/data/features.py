@@ -138,8 +138,9 @@ class FeatureIndex:
             offset += len(self.numeric)
         for col, levels in self.categorical.items():
             values = frame[col]
-            strs = values.astype(str).where(values.notna(), None)
-            codes = pd.Categorical(strs, categories=levels).codes.astype(np.int64)
+            strs = values.astype(str).to_numpy(dtype=object)
+            codes = pd.Index(levels, dtype=object).get_indexer(strs).astype(np.int64)
+            codes[values.isna().to_numpy()] = -1
             r = np.flatnonzero(codes >= 0)
             rows_parts.append(r)
             cols_parts.append(codes[r] + offset)

@@ -95,7 +95,7 @@ def downsample_weights(
     """
     n = len(layout.codes)
     counts = layout.counts
-    keys = _mix64(np.arange(n, dtype=np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
+    keys = _mix64(np.arange(n, dtype=np.uint64) + np.uint64(seed * 0x9E3779B97F4A7C15 % 2**64))
     order = np.lexsort((keys, layout.codes))
     rank = np.arange(n, dtype=np.int64) - np.repeat(layout.starts[:-1], counts)
     keep = rank < max_rows

@@ -155,8 +155,7 @@ def _newton(X, ys, ss, os_, m, p, pen, beta, z, g, H, delta, trial, max_iter, to
     return max_iter, False
 
 
-@numba.njit(cache=True, parallel=True)
-def _solve_blocks(
+def _solve_blocks_py(
     indptr, indices, data, perm, starts, y, s, o, entities, block_starts,
     l2, l2_b, fit_b, coef, icpt, max_iter, tol, n_iter, converged,
 ):  # fmt: skip
@@ -234,8 +233,7 @@ def _solve_blocks(
             icpt[e] = beta[dl] if fit_b else 0.0
 
 
-@numba.njit(cache=True, parallel=True)
-def _score_rows(indptr, indices, data, codes, coef, icpt, out):
+def _score_rows_py(indptr, indices, data, codes, coef, icpt, out):
     for i in prange(len(codes)):
         e = codes[i]
         if e < 0:
@@ -245,6 +243,20 @@ def _score_rows(indptr, indices, data, codes, coef, icpt, out):
         for k in range(indptr[i], indptr[i + 1]):
             acc += data[k] * coef[e, indices[k]]
         out[i] = acc
+
+
+# Each kernel is compiled twice: threaded (prange over blocks/rows) and serial. Small
+# jobs run serially: waking a thread pool costs more than they do, and far more (ms per
+# call) when the machine's other cores are busy.
+_solve_blocks_par = numba.njit(cache=True, parallel=True)(_solve_blocks_py)
+_solve_blocks_ser = numba.njit(cache=True)(_solve_blocks_py)
+_score_rows_par = numba.njit(cache=True, parallel=True)(_score_rows_py)
+_score_rows_ser = numba.njit(cache=True)(_score_rows_py)
+_PARALLEL_MIN_ROWS = 50_000
+
+
+def _threaded(n_rows: int) -> bool:
+    return n_rows >= _PARALLEL_MIN_ROWS and numba.get_num_threads() > 1
 
 
 @dataclass
@@ -319,7 +331,8 @@ def solve_entities(
     bounds = np.unique(np.concatenate([[0], cuts, [len(entities)]])).astype(np.int64)
     for lo, hi in itertools.pairwise(bounds):
         block_starts = np.append(np.arange(0, hi - lo, _ENTITIES_PER_BLOCK), hi - lo)
-        _solve_blocks(
+        kernel = _solve_blocks_par if _threaded(int(rows[lo:hi].sum())) else _solve_blocks_ser
+        kernel(
             indptr, indices, data, perm, starts, y, sample_weight, offset, entities[lo:hi],
             block_starts.astype(np.int64), float(l2), float(intercept_l2), int(fit_intercept),
             coef, intercept, int(max_iter), float(tol), n_iter[lo:hi], converged[lo:hi],
@@ -343,7 +356,8 @@ def score_entities(
     """
     X = X.tocsr()
     out = np.empty(X.shape[0])
-    _score_rows(
+    kernel = _score_rows_par if _threaded(X.shape[0]) else _score_rows_ser
+    kernel(
         X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data.astype(np.float64),
         np.ascontiguousarray(codes, dtype=np.int64), coef, intercept, out,
     )  # fmt: skip
