@@ -189,7 +189,7 @@ def test_python_m_gdmix_help() -> None:
 def test_data_movielens_100k(tmp_path: Path, capsys) -> None:
     root = _data_root()
     if not any(all((d / f).is_file() for f in ML_FILES) for d in (root, root / "ml-100k")):
-        pytest.skip(f"MovieLens-100K files not found under {root}; set GDMIX_DATA_DIR")
+        pytest.fail(f"MovieLens-100K files not found under {root}; set GDMIX_DATA_DIR")
     out = tmp_path / "ml100k"
     args = ["data", "movielens-100k", "--output", str(out), "--no-download"]
     assert main([*args, "--data-dir", str(root)]) == 0

@@ -152,7 +152,6 @@ def test_bag_of_empty_lists_encodes_to_zeros():
     _check(index, frame, expected)
 
 
-@pytest.mark.xfail(strict=True, reason="all-null bag column is inferred as Arrow type null")
 def test_all_null_bag_column_from_parquet(tmp_path):
     item = pa.struct([("name", pa.string()), ("term", pa.string()), ("value", pa.float64())])
     path = tmp_path / "nulls.parquet"
@@ -162,7 +161,6 @@ def test_all_null_bag_column_from_parquet(tmp_path):
     _check(index, frame, np.zeros((2, 3)))
 
 
-@pytest.mark.xfail(strict=True, reason="int levels seen as floats (nulls) do not match ints")
 def test_integer_categorical_with_nulls_in_training():
     # Training data with a null makes pandas hold the ints as float64 ("1.0", "2.0"),
     # scoring data without nulls holds int64 ("1", "2"): the same levels must match.

@@ -31,7 +31,7 @@ def source_dir() -> Path:
     for folder in (root, root / "ml-100k"):
         if all((folder / name).is_file() for name in FILES):
             return folder
-    pytest.skip(f"MovieLens-100K files not found under {root}; set GDMIX_DATA_DIR")
+    pytest.fail(f"MovieLens-100K files not found under {root}; set GDMIX_DATA_DIR")
 
 
 @pytest.fixture(scope="module")

@@ -223,3 +223,20 @@ def test_wide_sparse_design(kernel):
         theta_ref, _ = _reference(Xd[np.ix_(r, used)], y[r], s[r], o[r], 0.7, 0.2, True)
         np.testing.assert_allclose(coef[e, used], theta_ref[:-1], atol=1e-5, rtol=0)
         assert icpt[e] == pytest.approx(theta_ref[-1], abs=1e-5)
+
+
+def test_entity_without_features_or_intercept_gets_the_prior_mode():
+    import scipy.sparse as sp
+
+    from gdmix.solvers.newton import solve_entities
+
+    X = sp.csr_matrix(np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 2.0]]))
+    perm = np.array([0, 1, 2])
+    starts = np.array([0, 2, 3])
+    coef = np.full((2, 2), 5.0)
+    icpt = np.full(2, 3.0)
+    y = np.array([1.0, 0.0, 1.0])
+    solve_entities(X, perm, starts, y, np.ones(3), np.zeros(3), np.array([0]), coef, icpt,
+                   l2=1.0, intercept_l2=1.0, fit_intercept=False)  # fmt: skip
+    assert coef[0].tolist() == [0.0, 0.0] and icpt[0] == 0.0
+    assert coef[1].tolist() == [5.0, 5.0]  # not listed: untouched

@@ -38,6 +38,9 @@ def _bag_arrays(frame: pd.DataFrame, column: str, where: str) -> tuple[np.ndarra
         ) from None
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
+    if pa.types.is_null(arr.type):  # every row null (e.g. read back from Parquet): no features
+        empty = np.zeros(0)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object), empty
     if not pa.types.is_list(arr.type) and not pa.types.is_large_list(arr.type):
         raise DataError(
             f"{where}: bag column '{column}' must be list<struct<name, term, value>>. "
@@ -69,6 +72,23 @@ def _bag_arrays(frame: pd.DataFrame, column: str, where: str) -> tuple[np.ndarra
     return rows, keys, values
 
 
+def _category_strings(series: pd.Series) -> np.ndarray:
+    """Category levels as strings (None for nulls), the same for any numeric dtype.
+
+    An integer column with nulls turns float in pandas; whole-number floats are written
+    without the ".0" so that 3 and 3.0 are one level.
+    """
+    values = series.to_numpy(dtype=object)
+    nulls = series.isna().to_numpy()
+    if pd.api.types.is_float_dtype(series):
+        finite = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        whole = ~nulls & np.isfinite(finite) & (finite == np.round(finite))
+        values[whole] = finite[whole].astype(np.int64)
+    out = np.array([str(v) for v in values], dtype=object)
+    out[nulls] = None
+    return out
+
+
 @dataclass
 class FeatureIndex:
     """Index map of one feature shard.
@@ -93,8 +113,8 @@ class FeatureIndex:
         require_columns(frame, spec.columns(), where)
         cats = {}
         for col in spec.categorical:
-            levels = frame[col].dropna().astype(str).unique()
-            cats[col] = sorted(levels.tolist())
+            levels = _category_strings(frame[col])
+            cats[col] = sorted({v for v in levels.tolist() if v is not None})
         bags = {}
         for col in spec.bags:
             _, keys, _ = _bag_arrays(frame, col, where)
@@ -137,10 +157,8 @@ class FeatureIndex:
             vals_parts.append(block[r, c])
             offset += len(self.numeric)
         for col, levels in self.categorical.items():
-            values = frame[col]
-            strs = values.astype(str).to_numpy(dtype=object)
+            strs = _category_strings(frame[col])
             codes = pd.Index(levels, dtype=object).get_indexer(strs).astype(np.int64)
-            codes[values.isna().to_numpy()] = -1
             r = np.flatnonzero(codes >= 0)
             rows_parts.append(r)
             cols_parts.append(codes[r] + offset)

@@ -202,6 +202,10 @@ def _solve_blocks_py(
                         dl += 1
             p = dl + fit_b
             if p == 0 or m == 0:
+                # Nothing to fit: the prior's mode, zero, is the solution.
+                for j in range(d):
+                    coef[e, j] = 0.0
+                icpt[e] = 0.0
                 n_iter[t] = 0
                 converged[t] = True
                 continue
