@@ -12,8 +12,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from gdmix.config_base import (
+    CoordinateBase,
+    FeatureConfig,
+    L2Value,
+    StrictModel,
+    sorted_grid,
+    validate_penalty,
+)
+from gdmix.deep.config import DeepFixedEffectConfig, GBDTFixedEffectConfig
 from gdmix.errors import ConfigError
 
 __all__ = [
@@ -29,81 +38,7 @@ __all__ = [
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class FeatureConfig(_Strict):
-    """The features of one coordinate (its "feature shard").
-
-    Attributes
-    ----------
-    numeric : list of str
-        Numeric columns, used as they are.
-    categorical : list of str
-        Categorical columns, one-hot encoded through an index map built from the
-        training data; values not seen in training are ignored at scoring time.
-    bags : list of str
-        Name-term-value feature bags: columns of type ``list<struct<name, term, value>>``.
-        Each distinct ``(name, term)`` pair seen in training becomes one feature.
-    """
-
-    numeric: list[str] = Field(default_factory=list)
-    categorical: list[str] = Field(default_factory=list)
-    bags: list[str] = Field(default_factory=list)
-
-    def columns(self) -> list[str]:
-        """Return every column the shard reads."""
-        return [*self.numeric, *self.categorical, *self.bags]
-
-
-L2Value = Annotated[float, Field(ge=0.0)]
-
-
-def _validate_penalty(value: Any) -> Any:
-    """Reject an empty list and negative values with a message naming the value."""
-    values = value if isinstance(value, list) else [value]
-    if isinstance(value, list) and not value:
-        raise ValueError("must be a number or a non-empty list of numbers")
-    for v in values:
-        if isinstance(v, int | float) and not isinstance(v, bool) and v < 0:
-            raise ValueError(f"must be >= 0. Got {v} instead")
-    return value
-
-
-class _CoordinateBase(_Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
-    features: FeatureConfig = Field(default_factory=FeatureConfig)
-    l2: L2Value | list[L2Value] = 1.0
-    intercept: bool = True
-    locked: bool = False
-    init_model: str | None = None
-
-    @field_validator("l2", mode="before")
-    @classmethod
-    def _check_l2(cls, value: Any) -> Any:
-        return _validate_penalty(value)
-
-    @model_validator(mode="after")
-    def _check_locked(self) -> _CoordinateBase:
-        if self.locked and self.init_model is None:
-            raise ValueError(
-                f"coordinate '{self.name}' is locked, so it needs 'init_model': the model "
-                "directory to load it from"
-            )
-        return self
-
-    def search_grid(self) -> list[dict[str, float | None]]:
-        """Candidate hyper-parameters, strongest penalty first (the warm-start path order)."""
-        return [{"l2": v} for v in _sorted_grid(self.l2)]
-
-
-def _sorted_grid(value: float | list[float]) -> list[float]:
-    values = value if isinstance(value, list) else [value]
-    return sorted({float(v) for v in values}, reverse=True)
-
-
-class FixedEffectConfig(_CoordinateBase):
+class FixedEffectConfig(CoordinateBase):
     """A global logistic regression (the fixed effect), solved with L-BFGS.
 
     Attributes
@@ -126,7 +61,7 @@ class FixedEffectConfig(_CoordinateBase):
     tol: float = Field(default=1e-10, gt=0)
 
 
-class RandomEffectConfig(_CoordinateBase):
+class RandomEffectConfig(CoordinateBase):
     """Per-entity L2 logistic regressions keyed by an entity column.
 
     Attributes
@@ -166,18 +101,22 @@ class RandomEffectConfig(_CoordinateBase):
     @field_validator("intercept_l2", mode="before")
     @classmethod
     def _check_intercept_l2(cls, value: Any) -> Any:
-        return value if value is None else _validate_penalty(value)
+        return value if value is None else validate_penalty(value)
 
     def search_grid(self) -> list[dict[str, float | None]]:
         """Candidate ``(l2, intercept_l2)`` pairs, strongest penalties first."""
-        icpt = [None] if self.intercept_l2 is None else _sorted_grid(self.intercept_l2)
-        return [{"l2": a, "intercept_l2": b} for a in _sorted_grid(self.l2) for b in icpt]
+        icpt = [None] if self.intercept_l2 is None else sorted_grid(self.intercept_l2)
+        return [{"l2": a, "intercept_l2": b} for a in sorted_grid(self.l2) for b in icpt]
 
 
-CoordinateConfig = Annotated[FixedEffectConfig | RandomEffectConfig, Field(discriminator="type")]
+CoordinateConfig = Annotated[
+    FixedEffectConfig | RandomEffectConfig | DeepFixedEffectConfig | GBDTFixedEffectConfig,
+    Field(discriminator="type"),
+]
+COORDINATE_TYPES = ("fixed", "random", "deep", "gbdt")
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     """Where the data is and which role each column plays.
 
     Attributes
@@ -200,7 +139,7 @@ class DataConfig(_Strict):
     uid: str | None = None
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(StrictModel):
     """Block coordinate descent settings.
 
     Attributes
@@ -235,7 +174,7 @@ class TrainingConfig(_Strict):
     progress: bool = True
 
 
-class GDMixConfig(_Strict):
+class GDMixConfig(StrictModel):
     """A whole gdmix training job: data, coordinates (in update order), training, output."""
 
     data: DataConfig = Field(default_factory=DataConfig)
@@ -248,10 +187,10 @@ class GDMixConfig(_Strict):
     def _check_types(cls, raw: Any) -> Any:
         coords = raw.get("coordinates") if isinstance(raw, dict) else None
         for i, c in enumerate(coords if isinstance(coords, list) else []):
-            if isinstance(c, dict) and c.get("type") not in ("fixed", "random"):
+            if isinstance(c, dict) and c.get("type") not in COORDINATE_TYPES:
                 name = c.get("name", "?")
                 raise ValueError(
-                    f"coordinates[{i}] ('{name}'): 'type' must be 'fixed' or 'random'. "
+                    f"coordinates[{i}] ('{name}'): 'type' must be one of {COORDINATE_TYPES}. "
                     f"Got {c.get('type')!r} instead"
                 )
         return raw

@@ -15,6 +15,7 @@ renamed into place, so a reader never sees half a model.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -34,21 +35,43 @@ from gdmix.data.roles import extract_roles
 from gdmix.effects.base import Coordinate
 from gdmix.effects.fixed_linear import FixedLinearEffect
 from gdmix.effects.random_effect import RandomEffect
-from gdmix.errors import DataError, ModelDirectoryError
+from gdmix.errors import ConfigError, DataError, ModelDirectoryError
 from gdmix.losses import sigmoid
 from gdmix.metrics import evaluate as evaluate_scores
 
-__all__ = ["FORMAT_VERSION", "GDMixModel", "make_coordinate"]
+__all__ = ["FORMAT_VERSION", "GDMixModel", "coordinate_class", "make_coordinate"]
 
 FORMAT_NAME = "gdmix-model"
 FORMAT_VERSION = 1
-_COORD_TYPES: dict[str, type[Coordinate]] = {"fixed": FixedLinearEffect, "random": RandomEffect}
 _COORD_ADAPTER: TypeAdapter[Any] = TypeAdapter(CoordinateConfig)
+# Coordinate types whose implementation needs optional dependencies are imported on use.
+_LAZY_TYPES = {
+    "deep": ("gdmix.deep.fixed_torch", "TorchFixedEffect", "torch"),
+    "gbdt": ("gdmix.deep.fixed_gbdt", "GBDTFixedEffect", "lightgbm"),
+}
+
+
+def coordinate_class(kind: str) -> type[Coordinate]:
+    """The class implementing coordinate type ``kind`` (fixed, random, deep, gbdt)."""
+    if kind == "fixed":
+        return FixedLinearEffect
+    if kind == "random":
+        return RandomEffect
+    module_name, class_name, package = _LAZY_TYPES[kind]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        if err.name != package:
+            raise
+        raise ConfigError(
+            f"coordinate type '{kind}' needs the '{package}' package: install gdmix[deep]"
+        ) from None
+    return getattr(module, class_name)
 
 
 def make_coordinate(config: Any) -> Coordinate:
     """Create the (unfitted) coordinate object for a coordinate config."""
-    return _COORD_TYPES[config.type](config)
+    return coordinate_class(config.type)(config)
 
 
 class GDMixModel:
@@ -215,7 +238,7 @@ class GDMixModel:
             coords = []
             for entry in manifest["coordinates"]:
                 config = _COORD_ADAPTER.validate_python(entry["config"])
-                coord_cls = _COORD_TYPES[config.type]
+                coord_cls = coordinate_class(config.type)
                 coords.append(coord_cls.load(path / entry["path"], config, entry["params"]))
         except (KeyError, TypeError, ValidationError) as err:
             raise ModelDirectoryError(f"{path}: manifest.json is malformed ({err})") from None

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from gdmix.config import GDMixConfig
 from gdmix.data.io import TableLike, read_table
 from gdmix.data.roles import RoleColumns, extract_roles
-from gdmix.effects.base import Coordinate
+from gdmix.effects.base import Coordinate, Validation
 from gdmix.errors import ConfigError
 from gdmix.metrics import evaluate as evaluate_scores
 from gdmix.model import GDMixModel, make_coordinate
@@ -150,6 +150,13 @@ class _Trainer:
         """Fit one coordinate (for each candidate) and keep the best on validation."""
         metric = self.config.training.metric
         offsets = {t.name: t.total() - t.scores[coord.name] for t in self._tables()}
+        validation = None
+        if self.validation is not None:
+            v = self.validation
+            assert v.roles.y is not None
+            validation = Validation(
+                v.designs[coord.name], v.roles.y, v.roles.weight, offsets[v.name]
+            )
         selection = self.validation if self.validation is not None else self.train
         best: tuple[float, dict[str, Any], dict[str, np.ndarray]] | None = None
         for params in candidates:
@@ -159,6 +166,7 @@ class _Trainer:
                 self.train.roles.y,
                 self.train.roles.weight,
                 offsets[self.train.name],
+                validation=validation,
                 **params,
             )
             seconds = time.perf_counter() - start

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,17 @@ from gdmix.config import FixedEffectConfig, RandomEffectConfig
 from gdmix.data.features import FeatureIndex
 from gdmix.errors import ModelDirectoryError
 
-__all__ = ["Coordinate"]
+__all__ = ["Coordinate", "Validation"]
+
+
+@dataclass
+class Validation:
+    """The validation table as a coordinate sees it during :meth:`Coordinate.fit`."""
+
+    design: Any
+    y: np.ndarray
+    weight: np.ndarray
+    offset: np.ndarray
 
 
 class Coordinate(ABC):
@@ -60,11 +71,20 @@ class Coordinate(ABC):
     # -- model --------------------------------------------------------------
     @abstractmethod
     def fit(
-        self, design: Any, y: np.ndarray, weight: np.ndarray, offset: np.ndarray, **params: Any
+        self,
+        design: Any,
+        y: np.ndarray,
+        weight: np.ndarray,
+        offset: np.ndarray,
+        *,
+        validation: Validation | None = None,
+        **params: Any,
     ) -> dict[str, Any]:
         """Fit with hyper-parameters ``params``, warm-starting from the current parameters.
 
         ``params`` is one entry of ``config.search_grid()`` (``l2``, ...).
+        ``validation`` (design, labels, weights, offsets of the validation table) is there
+        for coordinates that stop early on their own (deep, GBDT); others ignore it.
 
         Returns diagnostics (iterations, convergence) as a JSON-ready dict.
         """

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from gdmix.config import FixedEffectConfig
 from gdmix.data.features import FeatureIndex
-from gdmix.effects.base import Coordinate
+from gdmix.effects.base import Coordinate, Validation
 from gdmix.solvers.lbfgs import fit_logistic_lbfgs
 
 __all__ = ["FixedLinearEffect"]
@@ -61,7 +61,7 @@ class FixedLinearEffect(Coordinate):
         offset: np.ndarray,
         *,
         l2: float,
-        **_: Any,
+        validation: Validation | None = None,
     ) -> dict[str, Any]:
         """Fit with L-BFGS, warm-started from the current coefficients."""
         res = fit_logistic_lbfgs(

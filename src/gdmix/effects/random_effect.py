@@ -17,7 +17,7 @@ from gdmix.config import RandomEffectConfig
 from gdmix.data.features import FeatureIndex
 from gdmix.data.layout import EntityLayout, downsample_weights, group_rows
 from gdmix.data.schema import check_entity_column
-from gdmix.effects.base import Coordinate
+from gdmix.effects.base import Coordinate, Validation
 from gdmix.solvers.newton import score_entities, solve_entities
 
 __all__ = ["RandomEffect", "RandomEffectDesign"]
@@ -131,6 +131,7 @@ class RandomEffect(Coordinate):
         *,
         l2: float,
         intercept_l2: float | None = None,
+        validation: Validation | None = None,
     ) -> dict[str, Any]:
         """Solve every active entity, warm-started from the current coefficients."""
         assert design.layout is not None, "fit needs a design built with training=True"

@@ -1,0 +1,1 @@
+"""Deep (PyTorch) and gradient-boosted fixed effects."""

@@ -1,0 +1,182 @@
+"""Configuration of the deep (PyTorch) and GBDT (LightGBM) fixed effects.
+
+These schemas live apart from the coordinate implementations so that a config can be
+validated without importing torch or lightgbm.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from gdmix.config_base import CoordinateBase, L2Value, StrictModel
+
+__all__ = [
+    "CustomArchitecture",
+    "DLRMArchitecture",
+    "DeepFixedEffectConfig",
+    "GBDTFixedEffectConfig",
+    "MLPArchitecture",
+    "TextCNNArchitecture",
+    "TextConfig",
+    "WideDeepArchitecture",
+]
+
+
+class TextConfig(StrictModel):
+    """A tokenised text column (e.g. a movie title).
+
+    Attributes
+    ----------
+    column : str
+        The text column.
+    max_length : int
+        Tokens kept per row (longer texts are truncated, shorter ones padded).
+    min_count : int
+        Tokens seen fewer times in training map to the out-of-vocabulary id.
+    max_vocab : int or None
+        Keep only the most frequent tokens.
+    lowercase : bool
+        Lower-case before splitting on non-alphanumeric characters.
+    """
+
+    column: str
+    max_length: int = Field(default=16, ge=1)
+    min_count: int = Field(default=1, ge=1)
+    max_vocab: int | None = Field(default=50_000, ge=1)
+    lowercase: bool = True
+
+
+class MLPArchitecture(StrictModel):
+    """MLP over numeric features plus embeddings of categorical features."""
+
+    kind: Literal["mlp"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [64, 32])
+    embedding_dim: int = Field(default=8, ge=1)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class WideDeepArchitecture(StrictModel):
+    """A linear (wide) part on every feature plus an MLP with embeddings (deep)."""
+
+    kind: Literal["wide_deep"] = "wide_deep"
+    hidden: list[int] = Field(default_factory=lambda: [64, 32])
+    embedding_dim: int = Field(default=8, ge=1)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class TextCNNArchitecture(StrictModel):
+    """The paper's MovieLens model: word embeddings, one convolution, max-pool, dense,
+    added to a linear logit over the other features."""
+
+    kind: Literal["text_cnn"] = "text_cnn"
+    embedding_dim: int = Field(default=64, ge=1)
+    filters: int = Field(default=50, ge=1)
+    width: int = Field(default=3, ge=1)
+    hidden: list[int] = Field(default_factory=list)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class DLRMArchitecture(StrictModel):
+    """DLRM-style: bottom MLP on numeric features, embedding tables, pairwise dot
+    interactions, top MLP."""
+
+    kind: Literal["dlrm"] = "dlrm"
+    bottom: list[int] = Field(default_factory=lambda: [64, 16])
+    top: list[int] = Field(default_factory=lambda: [64, 32])
+    embedding_dim: int = Field(default=16, ge=1)
+
+
+class CustomArchitecture(StrictModel):
+    """Your own ``torch.nn.Module``.
+
+    Attributes
+    ----------
+    module : str
+        Importable class, ``"package.module:ClassName"``. It is constructed as
+        ``Class(schema, **kwargs)`` where ``schema`` describes the inputs (numeric width,
+        categorical cardinalities, vocabulary size), and called on a batch dict; it must
+        return one logit per row.
+    kwargs : dict
+        Keyword arguments of the constructor (JSON-serialisable; saved with the model).
+    """
+
+    kind: Literal["custom"] = "custom"
+    module: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+Architecture = Annotated[
+    MLPArchitecture
+    | WideDeepArchitecture
+    | TextCNNArchitecture
+    | DLRMArchitecture
+    | CustomArchitecture,
+    Field(discriminator="kind"),
+]
+
+
+class DeepFixedEffectConfig(CoordinateBase):
+    """A fixed effect whose ``f(x)`` is a PyTorch module.
+
+    Trained with Adam/AdamW on ``BCEWithLogits(offset + f(x))`` over minibatches, with
+    early stopping on the validation metric. ``l2`` is the optimiser's weight decay (a
+    list is searched like any ``l2``). ``features`` are the numeric, categorical and bag
+    inputs; ``text`` adds a tokenised text column.
+
+    Attributes
+    ----------
+    architecture : one of the architectures
+        The network (``kind``: mlp, wide_deep, text_cnn, dlrm, custom).
+    text : TextConfig or None
+        Tokenised text input.
+    hash_buckets : dict of str to int
+        Categorical columns hashed into this many buckets instead of an index map
+        (unbounded cardinalities).
+    optimizer : {"adam", "adamw"}
+    learning_rate, batch_size, max_epochs, patience : training settings
+        ``patience``: epochs without validation improvement before stopping.
+    device : {"auto", "cpu", "cuda"}
+        ``auto`` uses a GPU when one is present.
+    seed : int
+        Seed of initialisation and shuffling (deterministic on CPU).
+    """
+
+    type: Literal["deep"] = "deep"
+    l2: L2Value | list[L2Value] = 0.0
+    architecture: Architecture = Field(default_factory=MLPArchitecture)
+    text: TextConfig | None = None
+    hash_buckets: dict[str, int] = Field(default_factory=dict)
+    optimizer: Literal["adam", "adamw"] = "adam"
+    learning_rate: float = Field(default=1e-3, gt=0)
+    batch_size: int = Field(default=512, ge=1)
+    max_epochs: int = Field(default=20, ge=1)
+    patience: int = Field(default=2, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+
+
+class GBDTFixedEffectConfig(CoordinateBase):
+    """A fixed effect that is a LightGBM model, trained with the other coordinates'
+    scores as ``init_score``. ``l2`` is LightGBM's ``lambda_l2``.
+
+    Attributes
+    ----------
+    n_estimators, learning_rate, num_leaves, min_data_in_leaf : LightGBM settings
+    early_stopping_rounds : int
+        Stop when validation has not improved for this many rounds.
+    params : dict
+        Any other LightGBM parameters, passed through.
+    seed : int
+    """
+
+    type: Literal["gbdt"] = "gbdt"
+    l2: L2Value | list[L2Value] = 0.0
+    n_estimators: int = Field(default=500, ge=1)
+    learning_rate: float = Field(default=0.05, gt=0)
+    num_leaves: int = Field(default=31, ge=2)
+    min_data_in_leaf: int = Field(default=20, ge=1)
+    early_stopping_rounds: int = Field(default=50, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
