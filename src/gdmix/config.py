@@ -87,6 +87,23 @@ class RandomEffectConfig(CoordinateBase):
         Newton iteration limit and gradient tolerance of each per-entity solve.
     seed : int
         Seed of the deterministic down-sampling.
+    variance : {"none", "simple", "full"}
+        Coefficient variances computed at the solution and saved with the model:
+        ``1 / diag(H)`` (simple) or ``diag(H^-1)`` (full), ``H`` the Hessian of the
+        entity's objective.
+    init_model : str or None
+        Model directory to start from. Without ``locked``: a warm start from its
+        coefficients (its feature index map is reused); entities absent from the new
+        data keep their old model.
+    incremental : bool
+        With ``init_model``: each entity's prior is its previous model (mean = old
+        coefficients, precision = 1 / old variance), so a refresh on new data does not
+        forget older data. The previous model must have variances; entities it does not
+        know get the usual ``N(0, 1/l2)`` prior.
+    mode : {"entity", "cohort"}
+        ``entity``: compiled Newton solves over blocks of entities (millions of small
+        entities). ``cohort``: few entities with very many rows each (per country...);
+        each entity is one L-BFGS over its rows.
     """
 
     type: Literal["random"] = "random"
@@ -97,6 +114,23 @@ class RandomEffectConfig(CoordinateBase):
     max_iter: int = Field(default=50, ge=1)
     tol: float = Field(default=1e-9, gt=0)
     seed: int = 0
+    variance: Literal["none", "simple", "full"] = "none"
+    incremental: bool = False
+    mode: Literal["entity", "cohort"] = "entity"
+
+    @model_validator(mode="after")
+    def _check_incremental(self) -> RandomEffectConfig:
+        if self.incremental and self.init_model is None:
+            raise ValueError(
+                f"coordinate '{self.name}' is incremental, so it needs 'init_model': the "
+                "previous model whose coefficients and variances become the prior"
+            )
+        if self.incremental and self.variance == "none":
+            raise ValueError(
+                f"coordinate '{self.name}' is incremental: set 'variance' (simple or full) "
+                "so that the refreshed model can serve as the next refresh's prior"
+            )
+        return self
 
     @field_validator("intercept_l2", mode="before")
     @classmethod

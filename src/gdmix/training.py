@@ -75,6 +75,7 @@ def log_callback(record: dict[str, Any]) -> None:
 
 
 def _load_locked(config: Any) -> Coordinate:
+    """The coordinate of the same name and type in ``config.init_model``."""
     model = GDMixModel.load(config.init_model)
     try:
         coord = model[config.name]
@@ -109,6 +110,15 @@ class _Trainer:
             if cc.locked:
                 coord = _load_locked(cc)
                 self.locked.add(cc.name)
+            elif cc.init_model is not None:
+                # Warm start (and, for incremental random effects, the prior).
+                if cc.type not in ("fixed", "random"):
+                    raise ConfigError(
+                        f"coordinate '{cc.name}': 'init_model' without 'locked' (a warm start) "
+                        f"is supported for fixed and random coordinates, not '{cc.type}'"
+                    )
+                coord = make_coordinate(cc)
+                coord.build(train, base=_load_locked(cc))
             else:
                 coord = make_coordinate(cc)
                 coord.build(train)

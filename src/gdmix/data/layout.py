@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["EntityLayout", "downsample_weights", "group_rows"]
+__all__ = ["EntityLayout", "downsample_weights", "group_rows", "layout_from_codes"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,18 @@ def group_rows(entity_values: pd.Series | np.ndarray) -> EntityLayout:
     starts = np.zeros(len(uniques) + 1, dtype=np.int64)
     np.cumsum(counts, out=starts[1:])
     return EntityLayout(pd.Index(uniques), codes, perm, starts)
+
+
+def layout_from_codes(codes: np.ndarray, n_entities: int, entity_ids: pd.Index) -> EntityLayout:
+    """Group rows by known entity codes (``0 <= code < n_entities``).
+
+    Entities without rows get empty segments.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    perm = np.argsort(codes, kind="stable").astype(np.int64)
+    starts = np.zeros(n_entities + 1, dtype=np.int64)
+    np.cumsum(np.bincount(codes, minlength=n_entities), out=starts[1:])
+    return EntityLayout(entity_ids, codes, perm, starts)
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:

@@ -58,7 +58,11 @@ class Coordinate(ABC):
     # -- data ---------------------------------------------------------------
     @abstractmethod
     def build(self, frame: pd.DataFrame) -> None:
-        """Build index maps (features, entities) from the training table."""
+        """Build index maps (features, entities) from the training table.
+
+        Fixed and random effects also take ``base``, the same coordinate of a previous
+        model, to warm-start from.
+        """
 
     @abstractmethod
     def design(self, frame: pd.DataFrame, where: str, *, training: bool = False) -> Any:

@@ -38,8 +38,19 @@ class FixedLinearEffect(Coordinate):
         self.coef = np.zeros(0)
         self.intercept = 0.0
 
-    def build(self, frame: pd.DataFrame) -> None:
-        """Build the feature index map from the training table."""
+    def build(self, frame: pd.DataFrame, base: FixedLinearEffect | None = None) -> None:
+        """Build the feature index map from the training table.
+
+        With ``base`` (the same coordinate of a previous model) its index map is reused and
+        its coefficients are the warm start.
+        """
+        if base is not None:
+            self.features, self.coef, self.intercept = (
+                base.features,
+                base.coef.copy(),
+                base.intercept,
+            )
+            return
         self.features = FeatureIndex.build(frame, self.config.features, f"coordinate '{self.name}'")
         self.coef = np.zeros(self.features.n_features)
         self.intercept = 0.0

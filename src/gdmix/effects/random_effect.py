@@ -9,16 +9,23 @@ from typing import Any
 import numba
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from gdmix.config import RandomEffectConfig
 from gdmix.data.features import FeatureIndex
-from gdmix.data.layout import EntityLayout, downsample_weights, group_rows
+from gdmix.data.layout import EntityLayout, downsample_weights, layout_from_codes
 from gdmix.data.schema import check_entity_column
 from gdmix.effects.base import Coordinate, Validation
-from gdmix.solvers.newton import score_entities, solve_entities
+from gdmix.effects.random_table import (
+    RandomEffectArrays,
+    coefficient_table,
+    read_coefficients,
+    write_coefficients,
+)
+from gdmix.errors import ConfigError
+from gdmix.losses import sigmoid
+from gdmix.solvers.lbfgs import fit_logistic_lbfgs
+from gdmix.solvers.newton import EntityPrior, score_entities, solve_entities
 
 __all__ = ["RandomEffect", "RandomEffectDesign"]
 
@@ -32,7 +39,7 @@ class RandomEffectDesign:
     X : csr_matrix
         Rows in table order, columns of the coordinate's feature shard.
     codes : ndarray of int64
-        Entity code of every row in the trained model's entity index (-1: unseen).
+        Entity code of every row in the model's entity index (-1: unseen).
     layout : EntityLayout or None
         Rows grouped by entity (training tables only).
     perm, starts : ndarray or None
@@ -49,13 +56,22 @@ class RandomEffectDesign:
     weight_multiplier: np.ndarray | None = None
 
 
+def _union_ids(old: pd.Index, new: pd.Index) -> pd.Index:
+    if old.dtype != new.dtype and not (
+        pd.api.types.is_integer_dtype(old) and pd.api.types.is_integer_dtype(new)
+    ):
+        old, new = old.astype(str), new.astype(str)
+    return old.union(new).sort_values()
+
+
 class RandomEffect(Coordinate):
     """Per-entity logistic regressions ``r(x) = x . w_e + b_e`` for entity ``e``.
 
     Parameters
     ----------
     config : RandomEffectConfig
-        Entity column, features, ``l2``, intercept, active-data bounds, solver settings.
+        Entity column, features, ``l2``, intercept, active-data bounds, variances,
+        warm start / incremental training, solver settings.
     """
 
     kind = "random"
@@ -67,7 +83,12 @@ class RandomEffect(Coordinate):
         self.coef = np.zeros((0, 0))
         self.intercept = np.zeros(0)
         self.n_rows = np.zeros(0, dtype=np.int64)
-        self.active = np.zeros(0, dtype=bool)
+        self.has_model = np.zeros(0, dtype=bool)
+        self.trainable = np.zeros(0, dtype=bool)
+        self.variance: np.ndarray | None = None
+        self.intercept_variance: np.ndarray | None = None
+        self._prior_base: RandomEffectArrays | None = None
+        self._from_base = np.zeros(0, dtype=bool)
         self.n_threads: int | None = None
         self.progress_factory: Any = None
 
@@ -77,20 +98,63 @@ class RandomEffect(Coordinate):
         c = self.params.get("intercept_l2")
         return self.l2 if c is None else float(c)
 
+    @property
+    def active(self) -> np.ndarray:
+        """Entities that have a model (the others score 0)."""
+        return self.has_model
+
     def columns(self) -> list[str]:
         """Data columns this coordinate reads."""
         return [self.config.entity, *self.config.features.columns()]
 
-    def build(self, frame: pd.DataFrame) -> None:
-        """Build the feature index map and the entity index from the training table."""
+    # -- data ---------------------------------------------------------------
+    def build(self, frame: pd.DataFrame, base: RandomEffect | None = None) -> None:
+        """Build the feature and entity index maps from the training table.
+
+        With ``base`` (a previous model's coordinate), its feature index map is reused,
+        its entities are kept (those absent from ``frame`` keep their old model) and its
+        coefficients are the warm start (and, if incremental, the prior).
+        """
         where = f"coordinate '{self.name}'"
-        self.features = FeatureIndex.build(frame, self.config.features, where)
-        layout = group_rows(check_entity_column(frame, self.config.entity, where))
-        self.entity_ids = layout.entity_ids
-        self.n_rows = layout.counts.astype(np.int64)
-        self.active = self.n_rows >= self.config.min_rows
-        self.coef = np.zeros((layout.n_entities, self.features.n_features))
-        self.intercept = np.zeros(layout.n_entities)
+        ids = check_entity_column(frame, self.config.entity, where)
+        new_ids = pd.Index(pd.unique(ids.to_numpy()))
+        if base is None:
+            self.features = FeatureIndex.build(frame, self.config.features, where)
+            self.entity_ids = new_ids.sort_values()
+        else:
+            self.features = base.features
+            self.entity_ids = _union_ids(base.entity_ids, new_ids)
+        assert self.features is not None
+        n, d = len(self.entity_ids), self.features.n_features
+        counts = np.bincount(self._codes(ids), minlength=n)
+        self.coef = np.zeros((n, d))
+        self.intercept = np.zeros(n)
+        self.n_rows = counts.astype(np.int64)
+        self.trainable = counts >= self.config.min_rows
+        self._from_base = np.zeros(n, dtype=bool)
+        if self.config.variance != "none":
+            self.variance = np.zeros((n, d))
+            self.intercept_variance = np.zeros(n)
+        if base is not None:
+            pos = self._codes(base.entity_ids)
+            self._from_base[pos] = True
+            self.coef[pos] = base.coef
+            self.intercept[pos] = base.intercept
+            self.n_rows[pos] += base.n_rows
+            if self.variance is not None and base.variance is not None:
+                self.variance[pos] = base.variance
+                self.intercept_variance[pos] = base.intercept_variance
+            if self.config.incremental:
+                if base.variance is None or base.intercept_variance is None:
+                    raise ConfigError(
+                        f"coordinate '{self.name}' is incremental but {self.config.init_model} "
+                        "has no variances: train the previous model with 'variance'"
+                    )
+                self._prior_base = RandomEffectArrays(
+                    base.entity_ids, base.n_rows, base.intercept, base.coef,
+                    base.intercept_variance, base.variance,
+                )  # fmt: skip
+        self.has_model = self.trainable | self._from_base
 
     def design(
         self, frame: pd.DataFrame, where: str, *, training: bool = False
@@ -100,20 +164,19 @@ class RandomEffect(Coordinate):
         where = f"{where}, coordinate '{self.name}'"
         ids = check_entity_column(frame, self.config.entity, where)
         X = self.features.transform(frame, where)
+        codes = self._codes(ids)
         if not training:
-            codes = self._codes(ids)
             return RandomEffectDesign(X, codes)
-        layout = group_rows(ids)
-        if not layout.entity_ids.equals(self.entity_ids):
+        if (codes < 0).any():
             raise ValueError(f"{where}: the training design must use the table build() saw")
-        codes = layout.codes
+        layout = layout_from_codes(codes, len(self.entity_ids), self.entity_ids)
         perm, starts, mult = layout.perm, layout.starts, None
         if self.config.max_rows is not None and layout.counts.max() > self.config.max_rows:
             perm, starts, mult = downsample_weights(layout, self.config.max_rows, self.config.seed)
         return RandomEffectDesign(X, codes, layout, perm, starts, mult)
 
     def _codes(self, ids: pd.Series | pd.Index) -> np.ndarray:
-        """Entity codes of ``ids`` in the trained entity index (-1 when unseen)."""
+        """Entity codes of ``ids`` in the model's entity index (-1 when unseen)."""
         index = self.entity_ids
         values = pd.Index(ids)
         if index.dtype != values.dtype and not (
@@ -121,6 +184,23 @@ class RandomEffect(Coordinate):
         ):
             index, values = index.astype(str), values.astype(str)
         return np.asarray(index.get_indexer(values), dtype=np.int64)
+
+    # -- fitting ------------------------------------------------------------
+    def _prior(self, l2: float, intercept_l2: float) -> EntityPrior | None:
+        """Incremental training: the previous model as each known entity's prior."""
+        base = self._prior_base
+        if base is None:
+            return None
+        assert base.variance is not None and base.intercept_variance is not None
+        n, d = self.coef.shape
+        pos = self._codes(base.entity_ids)
+        prior = EntityPrior(np.zeros((n, d)), np.full((n, d), l2), np.zeros(n),
+                            np.full(n, intercept_l2))  # fmt: skip
+        prior.mean[pos] = base.coef
+        prior.precision[pos] = 1.0 / base.variance
+        prior.intercept_mean[pos] = base.intercept
+        prior.intercept_precision[pos] = 1.0 / base.intercept_variance
+        return prior
 
     def fit(
         self,
@@ -133,14 +213,15 @@ class RandomEffect(Coordinate):
         intercept_l2: float | None = None,
         validation: Validation | None = None,
     ) -> dict[str, Any]:
-        """Solve every active entity, warm-started from the current coefficients."""
-        assert design.layout is not None, "fit needs a design built with training=True"
+        """Solve every trainable entity, warm-started from the current coefficients."""
+        assert design.perm is not None and design.starts is not None, "needs a training design"
         self.params = {"l2": l2, "intercept_l2": intercept_l2}
-        # The training table's entity order is the model's (build() saw the same table),
-        # so layout segment e belongs to model entity e.
         if design.weight_multiplier is not None:
             weight = weight * design.weight_multiplier
-        entities = np.flatnonzero(self.active).astype(np.int64)
+        weight = np.ascontiguousarray(weight, dtype=np.float64)
+        offset = np.ascontiguousarray(offset, dtype=np.float64)
+        entities = np.flatnonzero(self.trainable).astype(np.int64)
+        prior = self._prior(l2, self.intercept_l2)
         progress = None
         if self.progress_factory is not None:
             progress = self.progress_factory(total=len(entities), desc=f"{self.name} entities")
@@ -148,102 +229,139 @@ class RandomEffect(Coordinate):
         if self.n_threads is not None:
             numba.set_num_threads(min(self.n_threads, numba.config.NUMBA_NUM_THREADS))
         try:
-            stats = solve_entities(
-                design.X,
-                design.perm,
-                design.starts,
-                y,
-                np.ascontiguousarray(weight, dtype=np.float64),
-                np.ascontiguousarray(offset, dtype=np.float64),
-                entities,
-                self.coef,
-                self.intercept,
-                l2=l2,
-                intercept_l2=self.intercept_l2,
-                fit_intercept=self.config.intercept,
-                max_iter=self.config.max_iter,
-                tol=self.config.tol,
-                progress=progress,
-            )
+            if self.config.mode == "cohort":
+                stats = self._fit_cohorts(design, y, weight, offset, entities, prior, progress)
+            else:
+                variances = None
+                if self.variance is not None and self.intercept_variance is not None:
+                    variances = (self.variance, self.intercept_variance)
+                result = solve_entities(
+                    design.X, design.perm, design.starts, y, weight, offset, entities,
+                    self.coef, self.intercept, l2=l2, intercept_l2=self.intercept_l2,
+                    fit_intercept=self.config.intercept, prior=prior,
+                    variance=self.config.variance, variances=variances,
+                    max_iter=self.config.max_iter, tol=self.config.tol, progress=progress,
+                )  # fmt: skip
+                stats = {"n_converged": result.n_converged, "mean_iter": result.mean_iter,
+                         "max_iter": result.max_iter}  # fmt: skip
         finally:
             numba.set_num_threads(previous)
             if progress is not None:
                 progress.close()
         self.fitted = True
-        return {
-            "n_entities": stats.n_solved,
-            "n_inactive": int((~self.active).sum()),
-            "n_converged": stats.n_converged,
-            "mean_iter": stats.mean_iter,
-            "max_iter": stats.max_iter,
-        }
+        return {"n_entities": len(entities), "n_inactive": int((~self.has_model).sum()), **stats}
+
+    def _fit_cohorts(
+        self,
+        design: RandomEffectDesign,
+        y: np.ndarray,
+        weight: np.ndarray,
+        offset: np.ndarray,
+        entities: np.ndarray,
+        prior: EntityPrior | None,
+        progress: Any,
+    ) -> dict[str, Any]:
+        """Cohort mode: one full L-BFGS over each entity's rows (few, large entities)."""
+        assert design.perm is not None and design.starts is not None
+        d = self.coef.shape[1]
+        iters, n_ok = [], 0
+        for e in entities:
+            rows = design.perm[design.starts[e] : design.starts[e + 1]]
+            Xe = design.X[rows]
+            mean = prior.mean[e] if prior is not None else None
+            prec = prior.precision[e] if prior is not None else np.full(d, self.l2)
+            b_prec = prior.intercept_precision[e] if prior is not None else self.intercept_l2
+            b_mean = prior.intercept_mean[e] if prior is not None else 0.0
+            res = fit_logistic_lbfgs(
+                Xe, y[rows], l2=self.l2, sample_weight=weight[rows], offset=offset[rows],
+                fit_intercept=self.config.intercept, coef0=self.coef[e],
+                intercept0=self.intercept[e], intercept_l2=b_prec, prior_mean=mean,
+                prior_precision=prec, intercept_prior_mean=b_mean,
+            )  # fmt: skip
+            self.coef[e], self.intercept[e] = res.coef, res.intercept
+            iters.append(res.n_iter)
+            n_ok += res.converged
+            if self.variance is not None and self.intercept_variance is not None:
+                z = np.asarray(Xe @ res.coef) + res.intercept + offset[rows]
+                p = sigmoid(z)
+                h = weight[rows] * p * (1 - p)
+                var, var_b = _variances(Xe, h, prec, b_prec, self.config.intercept,
+                                        self.config.variance)  # fmt: skip
+                self.variance[e], self.intercept_variance[e] = var, var_b
+            if progress is not None:
+                progress.update(1)
+        return {"n_converged": n_ok, "mean_iter": float(np.mean(iters)) if iters else 0.0,
+                "max_iter": int(max(iters, default=0))}  # fmt: skip
 
     def score(self, design: RandomEffectDesign) -> np.ndarray:
-        """Per-row score; rows of unseen or inactive entities score 0."""
+        """Per-row score; rows of unseen entities, or entities without a model, score 0."""
         return score_entities(design.X, design.codes, self.coef, self.intercept)
 
+    # -- state and persistence ------------------------------------------------
     def get_state(self) -> dict[str, Any]:
-        """Copy of the coefficients."""
-        return {
-            "coef": self.coef.copy(),
-            "intercept": self.intercept.copy(),
-            "params": self.params,
-        }
+        """Copy of the fitted parameters."""
+        state = {"coef": self.coef.copy(), "intercept": self.intercept.copy(),
+                 "params": dict(self.params)}  # fmt: skip
+        if self.variance is not None and self.intercept_variance is not None:
+            state["variance"] = self.variance.copy()
+            state["intercept_variance"] = self.intercept_variance.copy()
+        return state
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restore coefficients from :meth:`get_state`."""
+        """Restore parameters from :meth:`get_state`."""
         self.coef = state["coef"].copy()
         self.intercept = state["intercept"].copy()
         self.params = dict(state["params"])
+        if "variance" in state:
+            self.variance = state["variance"].copy()
+            self.intercept_variance = state["intercept_variance"].copy()
+
+    def arrays(self) -> RandomEffectArrays:
+        """Parameters of the entities that have a model."""
+        keep = np.flatnonzero(self.has_model)
+        var = self.variance[keep] if self.variance is not None else None
+        ivar = self.intercept_variance[keep] if self.intercept_variance is not None else None
+        return RandomEffectArrays(self.entity_ids[keep], self.n_rows[keep],
+                                  self.intercept[keep], self.coef[keep], ivar, var)  # fmt: skip
 
     def coefficient_table(self) -> pd.DataFrame:
-        """Active entities' coefficients: entity_id, n_rows, intercept, indices, values.
+        """Entities with a model as a DataFrame (the Parquet table's columns)."""
+        table = coefficient_table(self.arrays(), default_variance=self._default_variance())
+        return table.to_pandas()
 
-        ``indices`` are positions in the feature index map (``features.json``) and
-        ``values`` the matching non-zero coefficients.
-        """
-        rows = np.flatnonzero(self.active)
-        sub = self.coef[rows]
-        nz_r, nz_c = np.nonzero(sub)
-        splits = np.searchsorted(nz_r, np.arange(1, len(rows)))
-        return pd.DataFrame(
-            {
-                "entity_id": self.entity_ids[rows],
-                "n_rows": self.n_rows[rows],
-                "intercept": self.intercept[rows],
-                "indices": [a.astype(np.int32) for a in np.split(nz_c, splits)],
-                "values": np.split(sub[nz_r, nz_c], splits),
-            }
-        )
+    def _default_variance(self) -> float | None:
+        return None if self.variance is None else 1.0 / self.l2 if self.l2 > 0 else np.inf
 
     def _save_params(self, folder: Path) -> None:
-        frame = self.coefficient_table()
-        schema = pa.schema(
-            [
-                ("entity_id", pa.Table.from_pandas(frame[["entity_id"]]).schema.field(0).type),
-                ("n_rows", pa.int64()),
-                ("intercept", pa.float64()),
-                ("indices", pa.list_(pa.int32())),
-                ("values", pa.list_(pa.float64())),
-            ]
-        )
-        table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-        pq.write_table(table, folder / "coefficients.parquet")
+        write_coefficients(self.arrays(), folder / "coefficients.parquet",
+                           default_variance=self._default_variance())  # fmt: skip
 
     def _load_params(self, folder: Path) -> None:
         assert self.features is not None
-        table = pq.read_table(folder / "coefficients.parquet")
-        n = table.num_rows
-        d = self.features.n_features
-        self.entity_ids = pd.Index(table.column("entity_id").to_pandas())
-        self.n_rows = table.column("n_rows").to_numpy()
-        self.intercept = table.column("intercept").to_numpy().astype(np.float64)
-        self.active = np.ones(n, dtype=bool)
-        self.coef = np.zeros((n, d))
-        idx = table.column("indices").combine_chunks()
-        vals = table.column("values").combine_chunks()
-        flat_idx = idx.flatten().to_numpy().astype(np.int64)
-        if len(flat_idx) and (flat_idx.min() < 0 or flat_idx.max() >= d):
-            raise ValueError("coefficient indices out of range of features.json")
-        owner = np.repeat(np.arange(n), np.diff(idx.offsets.to_numpy()))
-        self.coef[owner, flat_idx] = vals.flatten().to_numpy()
+        default = 1.0 / self.l2 if self.l2 > 0 else np.inf
+        arrays = read_coefficients(folder / "coefficients.parquet", self.features.n_features,
+                                   default_variance=default)  # fmt: skip
+        self.entity_ids = arrays.entity_ids
+        self.n_rows = arrays.n_rows
+        self.intercept = arrays.intercept
+        self.coef = arrays.coef
+        self.variance = arrays.variance
+        self.intercept_variance = arrays.intercept_variance
+        self.has_model = np.ones(len(self.entity_ids), dtype=bool)
+        self.trainable = np.zeros(len(self.entity_ids), dtype=bool)
+
+
+def _variances(
+    X: sp.csr_matrix, h: np.ndarray, prec: np.ndarray, b_prec: float, fit_b: bool, mode: str
+) -> tuple[np.ndarray, float]:
+    """Variances from the Hessian ``X^T diag(h) X + diag(prec)`` (with intercept column)."""
+    Xb = sp.hstack([X, np.ones((X.shape[0], 1))]).tocsr() if fit_b else X
+    pen = np.append(prec, b_prec) if fit_b else prec
+    if mode == "simple":
+        diag = np.asarray(Xb.multiply(Xb).T @ h).ravel() + pen
+        var = 1.0 / diag
+    else:
+        H = np.asarray((Xb.T @ Xb.multiply(h[:, None])).todense()) + np.diag(pen)
+        var = np.diag(np.linalg.inv(H)).copy()
+    d = X.shape[1]
+    return var[:d], float(var[d]) if fit_b else 0.0

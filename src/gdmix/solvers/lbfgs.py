@@ -68,6 +68,10 @@ def fit_logistic_lbfgs(
     intercept0: float = 0.0,
     max_iter: int = 500,
     tol: float = 1e-10,
+    intercept_l2: float = 0.0,
+    prior_mean: np.ndarray | None = None,
+    prior_precision: np.ndarray | None = None,
+    intercept_prior_mean: float = 0.0,
 ) -> LbfgsResult:
     """Minimise the L2-penalised logistic objective with L-BFGS.
 
@@ -87,6 +91,14 @@ def fit_logistic_lbfgs(
         Starting point (warm start).
     max_iter, tol : int, float
         L-BFGS iteration limit and projected-gradient tolerance of the scaled objective.
+    intercept_l2 : float
+        Penalty on the intercept, ``intercept_l2 / 2 * (b - intercept_prior_mean)^2``
+        (0: unpenalised).
+    prior_mean, prior_precision : ndarray, shape (p,), optional
+        Gaussian prior on ``w``: the penalty becomes
+        ``1/2 sum_j prior_precision_j (w_j - prior_mean_j)^2`` (``l2`` is then unused).
+    intercept_prior_mean : float
+        Prior mean of the intercept.
 
     Returns
     -------
@@ -98,10 +110,13 @@ def fit_logistic_lbfgs(
     total = float(s.sum())
     scale = 1.0 / total if total > 0 else 1.0
     Xt = X.T.tocsr() if sp.issparse(X) else X.T
-    # Standardised variables: w = u / sd, b = c - mu . w (mu = 0 without an intercept).
-    # Without an intercept nothing can absorb a shift, so columns are only scaled (by
+    prec = np.full(p, float(l2)) if prior_precision is None else np.asarray(prior_precision)
+    mu = np.zeros(p) if prior_mean is None else np.asarray(prior_mean, dtype=np.float64)
+    # Standardised variables: w = u / sd, b = c - mean . w. Columns are centred only when
+    # an unpenalised intercept can absorb the shift; otherwise they are only scaled (by
     # their root mean square).
-    mean = np.asarray(Xt @ s).ravel() * scale if fit_intercept else np.zeros(p)
+    centred = fit_intercept and intercept_l2 == 0.0
+    mean = np.asarray(Xt @ s).ravel() * scale if centred else np.zeros(p)
     sq = X.multiply(X) if sp.issparse(X) else X * X
     var = np.asarray(sq.T @ s).ravel() * scale - mean**2
     sd = np.sqrt(np.clip(var, 0.0, None))
@@ -113,12 +128,14 @@ def fit_logistic_lbfgs(
         z = X @ w + b + o
         g, _ = logistic_grad_hess(y, z)
         sg = s * g
-        value = s @ logistic_loss(y, z) + 0.5 * l2 * (w @ w)
+        dw = w - mu
+        db = b - intercept_prior_mean
+        value = s @ logistic_loss(y, z) + 0.5 * (prec * dw) @ dw + 0.5 * intercept_l2 * db**2
         grad = np.empty_like(theta)
         sg_sum = sg.sum()
-        grad[:p] = (Xt @ sg - mean * sg_sum + l2 * w) / sd
+        grad[:p] = (Xt @ sg - mean * sg_sum + prec * dw) / sd
         if fit_intercept:
-            grad[p] = sg_sum
+            grad[p] = sg_sum + intercept_l2 * db
         return float(value) * scale, grad * scale
 
     theta0 = np.zeros(p + int(fit_intercept))
