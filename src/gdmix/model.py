@@ -21,6 +21,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,14 @@ from gdmix.errors import ConfigError, DataError, ModelDirectoryError
 from gdmix.losses import sigmoid
 from gdmix.metrics import evaluate as evaluate_scores
 
-__all__ = ["FORMAT_VERSION", "GDMixModel", "coordinate_class", "make_coordinate"]
+__all__ = [
+    "FORMAT_VERSION",
+    "GDMixModel",
+    "coordinate_class",
+    "make_coordinate",
+    "write_manifest",
+    "write_model_directory",
+]
 
 FORMAT_NAME = "gdmix-model"
 FORMAT_VERSION = 1
@@ -181,46 +189,13 @@ class GDMixModel:
         An existing gdmix model at ``path`` is replaced; any other non-empty folder is
         left alone and an error is raised.
         """
-        path = Path(path)
-        if path.exists() and not _is_replaceable(path):
-            raise ModelDirectoryError(
-                f"{path} exists and is not a gdmix model directory; refusing to overwrite it"
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-        try:
-            coords = []
+
+        def write(tmp: Path) -> None:
             for c in self.coordinates:
                 c.save(tmp / "coordinates" / c.name)
-                coords.append(
-                    {
-                        "name": c.name,
-                        "path": f"coordinates/{c.name}",
-                        "params": c.params,
-                        "config": c.config.model_dump(mode="json"),
-                    }
-                )
-            manifest = {
-                "format": FORMAT_NAME,
-                "format_version": FORMAT_VERSION,
-                "gdmix_version": __version__,
-                "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "data": self.data.model_dump(mode="json"),
-                "coordinates": coords,
-                "metrics": _jsonable(self.metrics),
-                "history": _jsonable(self.history),
-            }
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-            old = None
-            if path.exists():
-                old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-                os.replace(path, old)
-            os.replace(tmp, path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return path
+            write_manifest(tmp, self.data, self.coordinates, self.metrics, self.history)
+
+        return write_model_directory(path, write)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> GDMixModel:
@@ -243,6 +218,67 @@ class GDMixModel:
         except (KeyError, TypeError, ValidationError) as err:
             raise ModelDirectoryError(f"{path}: manifest.json is malformed ({err})") from None
         return cls(coords, data, metrics=manifest.get("metrics"), history=manifest.get("history"))
+
+
+def coordinate_entry(coordinate: Coordinate) -> dict[str, Any]:
+    """Manifest entry of one coordinate."""
+    return {
+        "name": coordinate.name,
+        "path": f"coordinates/{coordinate.name}",
+        "params": coordinate.params,
+        "config": coordinate.config.model_dump(mode="json"),
+    }
+
+
+def write_manifest(
+    folder: Path,
+    data: DataConfig,
+    coordinates: list[Coordinate],
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+) -> None:
+    """Write ``manifest.json`` of a model directory."""
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "gdmix_version": __version__,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "data": data.model_dump(mode="json"),
+        "coordinates": [coordinate_entry(c) for c in coordinates],
+        "metrics": _jsonable(metrics),
+        "history": _jsonable(history),
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def write_model_directory(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+    """Create a model directory atomically: ``write(tmp)`` fills a temporary folder that
+    then replaces ``path``.
+
+    An existing gdmix model at ``path`` is replaced; any other non-empty folder is
+    refused. If ``write`` fails, nothing at ``path`` changes and the temporary folder
+    is removed.
+    """
+    path = Path(path)
+    if path.exists() and not _is_replaceable(path):
+        raise ModelDirectoryError(
+            f"{path} exists and is not a gdmix model directory; refusing to overwrite it"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.mkdir()
+        write(tmp)
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

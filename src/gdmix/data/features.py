@@ -121,6 +121,15 @@ class FeatureIndex:
             bags[col] = sorted(set(keys.tolist()))
         return cls(numeric=list(spec.numeric), categorical=cats, bags=bags)
 
+    def union(self, other: FeatureIndex) -> FeatureIndex:
+        """Index map over the levels and keys of both (built from two parts of the data)."""
+        cats = {
+            c: sorted(set(v) | set(other.categorical.get(c, [])))
+            for c, v in self.categorical.items()
+        }
+        bags = {c: sorted(set(v) | set(other.bags.get(c, []))) for c, v in self.bags.items()}
+        return FeatureIndex(numeric=list(self.numeric), categorical=cats, bags=bags)
+
     @property
     def n_features(self) -> int:
         """Number of design columns."""

@@ -108,18 +108,25 @@ class RandomEffect(Coordinate):
         return [self.config.entity, *self.config.features.columns()]
 
     # -- data ---------------------------------------------------------------
-    def build(self, frame: pd.DataFrame, base: RandomEffect | None = None) -> None:
+    def build(
+        self,
+        frame: pd.DataFrame,
+        base: RandomEffect | None = None,
+        *,
+        features: FeatureIndex | None = None,
+    ) -> None:
         """Build the feature and entity index maps from the training table.
 
         With ``base`` (a previous model's coordinate), its feature index map is reused,
         its entities are kept (those absent from ``frame`` keep their old model) and its
-        coefficients are the warm start (and, if incremental, the prior).
+        coefficients are the warm start (and, if incremental, the prior). ``features``
+        is an index map built elsewhere (from all the data, when ``frame`` is one bucket).
         """
         where = f"coordinate '{self.name}'"
         ids = check_entity_column(frame, self.config.entity, where)
         new_ids = pd.Index(pd.unique(ids.to_numpy()))
         if base is None:
-            self.features = FeatureIndex.build(frame, self.config.features, where)
+            self.features = features or FeatureIndex.build(frame, self.config.features, where)
             self.entity_ids = new_ids.sort_values()
         else:
             self.features = base.features

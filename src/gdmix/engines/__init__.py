@@ -1,0 +1,1 @@
+"""Ways to run gdmix solvers: in memory, streamed from bucket files on disk."""

@@ -1,0 +1,156 @@
+"""Hash-partitioning rows by entity into bucket files (the unit of out-of-core work).
+
+Every row goes to bucket ``hash(entity id) % n_buckets``, so all rows of an entity
+land in one bucket and a bucket can be solved on its own. The hash is stable across
+processes and machines (pandas' ``hash_array``, a keyed SipHash with a fixed key), so
+the same entity always lands in the same bucket.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from gdmix.errors import DataError
+
+__all__ = ["BucketFiles", "entity_buckets", "n_buckets_for", "partition_by_entity"]
+
+
+def entity_buckets(ids: np.ndarray | pd.Series | pa.Array, n_buckets: int) -> np.ndarray:
+    """Stable bucket number (int64 in ``[0, n_buckets)``) of every entity id."""
+    if isinstance(ids, pa.ChunkedArray | pa.Array):
+        ids = ids.to_numpy(zero_copy_only=False)
+    values = np.asarray(ids)
+    if values.dtype.kind not in "iu":
+        values = values.astype(str).astype(object)
+    hashed = pd.util.hash_array(values, categorize=False)
+    return (hashed % np.uint64(n_buckets)).astype(np.int64)
+
+
+def n_buckets_for(n_rows: int, bytes_per_row: float, memory_budget_bytes: float) -> int:
+    """Buckets needed so that one bucket's working set fits in the memory budget.
+
+    ``bytes_per_row`` is the in-memory cost of a row while its bucket is solved (the
+    table, its design and the solver's copies); the budget is shared with the rest of
+    the process, so a bucket gets a quarter of it.
+    """
+    per_bucket = max(memory_budget_bytes / 4.0, 1.0)
+    return max(1, math.ceil(n_rows * bytes_per_row / per_bucket))
+
+
+@dataclass
+class BucketFiles:
+    """Bucket files written by :func:`partition_by_entity`."""
+
+    folder: Path
+    n_buckets: int
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def path(self, bucket: int) -> Path:
+        """Parquet file of one bucket (absent when the bucket is empty)."""
+        return self.folder / f"bucket-{bucket:05d}.parquet"
+
+    def non_empty(self) -> list[int]:
+        """Buckets holding at least one row."""
+        return [int(b) for b in np.flatnonzero(self.rows)]
+
+    def read(self, bucket: int) -> pd.DataFrame:
+        """One bucket as a DataFrame."""
+        return pq.read_table(self.path(bucket)).to_pandas()
+
+
+def _dataset(source: str | os.PathLike[str] | list[str]) -> ds.Dataset:
+    paths = [str(p) for p in source] if isinstance(source, list) else str(source)
+    try:
+        return ds.dataset(paths, format="parquet")
+    except (FileNotFoundError, pa.ArrowInvalid) as err:
+        raise DataError(f"cannot open Parquet data {source}: {err}") from None
+
+
+def partition_by_entity(
+    source: str | os.PathLike[str] | list[str],
+    entity: str,
+    columns: list[str],
+    folder: str | os.PathLike[str],
+    n_buckets: int,
+    *,
+    batch_rows: int = 1_000_000,
+    on_batch: Callable[[pd.DataFrame], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> BucketFiles:
+    """Stream ``source`` once and write each row into its entity's bucket file.
+
+    Parameters
+    ----------
+    source : path or list of paths
+        Parquet file(s) or folder(s).
+    entity : str
+        Entity id column.
+    columns : list of str
+        Columns to keep (``entity`` is added if missing).
+    folder : path
+        Output folder (replaced if it exists).
+    n_buckets : int
+        Number of buckets.
+    batch_rows : int
+        Rows read at a time: the memory of this pass is about one batch.
+    on_batch : callable, optional
+        Called with every batch as a DataFrame (to build index maps on the way).
+    progress : callable, optional
+        Called with the number of rows of every batch.
+
+    Returns
+    -------
+    BucketFiles
+    """
+    dataset = _dataset(source)
+    cols = list(dict.fromkeys([entity, *columns]))
+    missing = [c for c in cols if c not in dataset.schema.names]
+    if missing:
+        raise DataError(f"{source}: missing column(s) {missing}")
+    out = Path(folder)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    files = BucketFiles(out, n_buckets, np.zeros(n_buckets, dtype=np.int64))
+    writers: dict[int, pq.ParquetWriter] = {}
+    try:
+        for batch in _batches(dataset, cols, batch_rows):
+            ids = batch.column(entity)
+            if ids.null_count:
+                raise DataError(f"{source}: entity column '{entity}' has null ids")
+            if on_batch is not None:
+                on_batch(batch.to_pandas())
+            buckets = entity_buckets(ids, n_buckets)
+            order = np.argsort(buckets, kind="stable")
+            counts = np.bincount(buckets, minlength=n_buckets)
+            bounds = np.concatenate([[0], np.cumsum(counts)])
+            table = pa.Table.from_batches([batch]).take(pa.array(order))
+            for b in np.flatnonzero(counts):
+                part = table.slice(int(bounds[b]), int(counts[b]))
+                if b not in writers:
+                    writers[b] = pq.ParquetWriter(files.path(int(b)), table.schema)
+                writers[b].write_table(part)
+            files.rows += counts
+            if progress is not None:
+                progress(batch.num_rows)
+    finally:
+        for w in writers.values():
+            w.close()
+    return files
+
+
+def _batches(dataset: ds.Dataset, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    for batch in dataset.to_batches(columns=columns, batch_size=batch_rows):
+        if batch.num_rows:
+            yield batch
