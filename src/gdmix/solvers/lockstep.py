@@ -154,8 +154,8 @@ def _gradient(X, ys, ss, m, p, pen, mu, beta, z, ez, w2, g):
 
 
 @numba.njit(cache=True, fastmath=_FM)
-def _hessian(X, m, p, pen, w2, H):
-    """Lower triangle of every lane's Hessian."""
+def _hessian(X, m, p, pen, w2, H, xw):
+    """Lower triangle of every lane's Hessian (``xw``: a (p, lanes) scratch buffer)."""
     nl = w2.shape[1]
     for c in range(p):
         for c2 in range(c + 1):
@@ -165,9 +165,12 @@ def _hessian(X, m, p, pen, w2, H):
             H[c, c, k] = pen[c, k]
     for r in range(m):
         for c in range(p):
+            for k in range(nl):
+                xw[c, k] = w2[r, k] * X[r, c, k]
+        for c in range(p):
             for c2 in range(c + 1):
                 for k in range(nl):
-                    H[c, c2, k] += w2[r, k] * X[r, c, k] * X[r, c2, k]
+                    H[c, c2, k] += xw[c, k] * X[r, c2, k]
 
 
 @numba.njit(cache=True, fastmath=_FM)
@@ -353,7 +356,7 @@ def _solve_groups_py(
                             n_active += 1
                 if n_active == 0:
                     break
-                _hessian(X, m, p, pen, w2, H)
+                _hessian(X, m, p, pen, w2, H, work)
                 _cholesky(H, p, ok)
                 _chol_solve(H, g, p, delta)
                 for k in range(LANES):
@@ -404,7 +407,7 @@ def _solve_groups_py(
             if var_mode > 0:
                 _objective(X, ys, ss, os_, m, p, pen, mu, beta, z, ez, f, bits)
                 _gradient(X, ys, ss, m, p, pen, mu, beta, z, ez, w2, g)
-                _hessian(X, m, p, pen, w2, H)
+                _hessian(X, m, p, pen, w2, H, work)
                 if var_mode == 1:
                     for c in range(p):
                         for k in range(LANES):
