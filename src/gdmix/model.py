@@ -9,7 +9,10 @@ Model directory layout (format version 1)::
 
 Fixed effects store one row per feature (``feature``, ``coefficient``, intercept
 first); random effects one row per entity (``entity_id``, ``n_rows``, ``intercept``,
-``indices``, ``values``). A directory is written under a temporary name and
+``indices``, ``values``, and with variances ``intercept_variance``, ``variances``; a
+streamed model's table is a folder of Parquet parts). A GBDT coordinate's folder holds
+``model.txt`` (LightGBM) and ``gbdt.json``; a deep one its architecture and
+``state_dict``. A directory is written under a temporary name and
 renamed into place, so a reader never sees half a model.
 """
 
