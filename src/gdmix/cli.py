@@ -53,6 +53,15 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", type=Path, help="model directory (overrides 'output')")
     train.add_argument("--n-threads", type=int, help="threads for per-entity solves")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    train.add_argument(
+        "--engine", choices=["local", "dask"], help="where to train (overrides training.engine)"
+    )
+    train.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="dask scheduler address, e.g. tcp://10.0.0.1:8786 (default: a LocalCluster)",
+    )
+    train.add_argument("--n-workers", type=int, help="workers of the LocalCluster (dask)")
 
     score = sub.add_parser(
         "score",
@@ -94,17 +103,21 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from gdmix.config import load_config
+    from gdmix.config import load_config, parse_config
     from gdmix.training import fit, log_callback
 
     config = load_config(args.config)
-    updates = {}
-    if args.n_threads is not None:
-        updates["n_threads"] = args.n_threads
+    raw = config.model_dump()
+    training, dask = raw["training"], raw["training"]["dask"]
+    for key, value in (("n_threads", args.n_threads), ("engine", args.engine)):
+        if value is not None:
+            training[key] = value
     if args.no_progress or args.quiet:
-        updates["progress"] = False
-    if updates:
-        config = config.model_copy(update={"training": config.training.model_copy(update=updates)})
+        training["progress"] = False
+    for key, value in (("scheduler", args.scheduler), ("n_workers", args.n_workers)):
+        if value is not None:
+            dask[key] = value
+    config = parse_config(raw, where="command line")
     output = args.output or (Path(config.output) if config.output else None)
     if output is None:
         raise ConfigError("no model directory: set 'output' in the config or pass --output")

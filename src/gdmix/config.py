@@ -27,6 +27,7 @@ from gdmix.errors import ConfigError
 
 __all__ = [
     "CoordinateConfig",
+    "DaskConfig",
     "DataConfig",
     "FeatureConfig",
     "FixedEffectConfig",
@@ -173,6 +174,30 @@ class DataConfig(StrictModel):
     uid: str | None = None
 
 
+class DaskConfig(StrictModel):
+    """Settings of the Dask engine.
+
+    Attributes
+    ----------
+    scheduler : str or None
+        Address of a running ``dask.distributed`` scheduler (``tcp://host:8786``).
+        ``None`` starts a ``LocalCluster``.
+    n_workers, threads_per_worker : int
+        Size of that ``LocalCluster``.
+    n_buckets : int or None
+        Entity buckets per random-effect coordinate (the unit of parallel work); default
+        twice the cluster's threads.
+    scores_output : str or None
+        Folder where the training rows' scores are written as partitioned Parquet.
+    """
+
+    scheduler: str | None = None
+    n_workers: int = Field(default=2, ge=1)
+    threads_per_worker: int = Field(default=1, ge=1)
+    n_buckets: int | None = Field(default=None, ge=1)
+    scores_output: str | None = None
+
+
 class TrainingConfig(StrictModel):
     """Block coordinate descent settings.
 
@@ -197,6 +222,12 @@ class TrainingConfig(StrictModel):
         Threads for the per-entity solvers; ``None`` uses every core.
     progress : bool
         Show progress bars.
+    engine : {"local", "dask"}
+        ``local``: this process (threads for the per-entity solvers). ``dask``: the same
+        solvers on a ``dask.distributed`` cluster (see :class:`DaskConfig`); the model
+        is the same format and scores with either engine.
+    dask : DaskConfig
+        Cluster settings for ``engine: dask``.
     """
 
     n_passes: int = Field(default=1, ge=1)
@@ -206,6 +237,8 @@ class TrainingConfig(StrictModel):
     l2_search: Literal["coordinate", "grid"] = "coordinate"
     n_threads: int | None = Field(default=None, ge=1)
     progress: bool = True
+    engine: Literal["local", "dask"] = "local"
+    dask: DaskConfig = Field(default_factory=DaskConfig)
 
 
 class GDMixConfig(StrictModel):

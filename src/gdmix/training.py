@@ -305,6 +305,9 @@ def fit(
         Each is called with one record (dict) after every coordinate update: pass,
         coordinate, l2, train/validation AUC and log loss, seconds, solver diagnostics.
 
+    With ``training.engine: dask`` the work runs on a Dask cluster
+    (:func:`gdmix.engines.dask_engine.fit_dask`); the model is the same.
+
     Returns
     -------
     GDMixModel
@@ -315,6 +318,10 @@ def fit(
     GDMixError
         On bad data or configuration, before any training starts.
     """
+    if config.training.engine == "dask":
+        from gdmix.engines.dask_engine import fit_dask
+
+        return fit_dask(config, train, validation, callbacks=callbacks)
     if train is None:
         if config.data.train is None:
             raise ConfigError("no training data: pass 'train' or set 'data.train' in the config")

@@ -1,0 +1,552 @@
+"""The Dask engine: coordinate descent with the data on a ``dask.distributed`` cluster.
+
+The training table stays where it is read, as partitions on the workers. The driver
+(this process) keeps the small things: the coordinates' parameters, the validation
+table, the metrics. Per coordinate:
+
+- **fixed effect**: each partition's design is built once and kept on its worker;
+  every L-BFGS evaluation maps a loss/gradient task over the partitions and adds up
+  their sums (the same :func:`gdmix.solvers.lbfgs.minimize_logistic` as in memory).
+- **random effect**: rows are shuffled *once* into entity buckets (a stable hash of
+  the entity id) and the buckets stay on the workers; each bucket is solved by the
+  same compiled solver as the local engine, warm-started from its previous solution.
+  Only 8 bytes per row move per update: the offsets into the buckets and the scores
+  back to the partitions they came from (rows carry their partition and position, so
+  scores stay aligned with the partitions: no join).
+
+The result is an ordinary :class:`gdmix.model.GDMixModel`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gdmix.config import DataConfig, GDMixConfig
+from gdmix.data.features import FeatureIndex
+from gdmix.data.io import TableLike, read_table
+from gdmix.data.roles import extract_roles
+from gdmix.effects.base import Coordinate
+from gdmix.effects.fixed_linear import FixedLinearEffect
+from gdmix.effects.random_effect import RandomEffect
+from gdmix.effects.random_table import RandomEffectArrays
+from gdmix.engines.buckets import entity_buckets
+from gdmix.errors import ConfigError, DataError
+from gdmix.losses import logistic_loss
+from gdmix.metrics import evaluate as evaluate_scores
+from gdmix.model import GDMixModel, make_coordinate
+from gdmix.solvers.lbfgs import column_sums, loss_sums, minimize_logistic
+
+__all__ = ["connect", "fit_dask"]
+
+logger = logging.getLogger("gdmix")
+
+
+def connect(scheduler: str | None = None, n_workers: int = 2, threads_per_worker: int = 1) -> Any:
+    """A ``dask.distributed.Client``: to ``scheduler``, or to a new ``LocalCluster``."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ConfigError(
+            "engine 'dask' needs the 'distributed' package: install gdmix[dask]"
+        ) from None
+    if scheduler:
+        return Client(scheduler)
+    cluster = LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        processes=True,
+        dashboard_address=None,
+    )
+    return Client(cluster)
+
+
+# -- tasks (run on the workers) ---------------------------------------------------------
+
+
+def _load_part(frame: pd.DataFrame, data: DataConfig, where: str) -> dict[str, Any]:
+    roles = extract_roles(frame, data, where, need_label=True)
+    return {"frame": frame, "y": roles.y, "w": roles.weight, "o": roles.offset}
+
+
+def _field(part: dict[str, Any], key: str) -> Any:
+    return part[key]
+
+
+def _size(part: dict[str, Any]) -> int:
+    return len(part["frame"])
+
+
+def _build_index(part: dict[str, Any], spec: Any, where: str) -> FeatureIndex:
+    return FeatureIndex.build(part["frame"], spec, where)
+
+
+def _fe_design(part: dict[str, Any], features: FeatureIndex, where: str) -> dict[str, Any]:
+    X = features.transform(part["frame"], where)
+    return {"X": X, "Xt": X.T.tocsr(), "y": part["y"], "w": part["w"]}
+
+
+def _fe_column_sums(design: dict[str, Any]) -> tuple[float, np.ndarray, np.ndarray]:
+    return column_sums(design["X"], design["w"], design["Xt"])
+
+
+def _fe_loss_sums(design: dict[str, Any], offset: np.ndarray, w: np.ndarray, b: float) -> tuple:
+    return loss_sums(design["X"], design["Xt"], design["y"], design["w"], offset, w, b)
+
+
+def _fe_score(design: dict[str, Any], coef: np.ndarray, intercept: float) -> np.ndarray:
+    return np.asarray(design["X"] @ coef, dtype=np.float64) + intercept
+
+
+def _offsets(base: np.ndarray, skip: int, *scores: np.ndarray) -> np.ndarray:
+    """``offset + sum of scores - scores[skip]``, in the local engine's order of sums."""
+    total = base.copy()
+    for s in scores:
+        total += s
+    return total - scores[skip] if skip >= 0 else total
+
+
+def _split_part(
+    part: dict[str, Any], no: int, entity: str, columns: list[str], n_buckets: int
+) -> list[pd.DataFrame]:
+    frame = part["frame"]
+    keep = frame[list(dict.fromkeys([entity, *columns]))].copy()
+    keep["_part"] = no
+    keep["_pos"] = np.arange(len(frame))
+    keep["_y"], keep["_w"] = part["y"], part["w"]
+    buckets = entity_buckets(frame[entity].to_numpy(), n_buckets)
+    return [keep[buckets == b] for b in range(n_buckets)]
+
+
+def _gather_bucket(b: int, *splits: list[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat([s[b] for s in splits], ignore_index=True)
+
+
+def _bucket_offsets(bucket: pd.DataFrame, *offsets: np.ndarray) -> np.ndarray:
+    out = np.empty(len(bucket))
+    part, pos = bucket["_part"].to_numpy(), bucket["_pos"].to_numpy()
+    for p, off in enumerate(offsets):
+        rows = part == p
+        out[rows] = off[pos[rows]]
+    return out
+
+
+def _solve_bucket(
+    bucket: pd.DataFrame,
+    offsets: np.ndarray,
+    config: Any,
+    features: FeatureIndex,
+    params: dict[str, Any],
+    previous: dict[str, Any] | None,
+) -> dict[str, Any]:
+    coord = RandomEffect(config)
+    if len(bucket) == 0:
+        coord.features = features
+        return {"arrays": coord.arrays(), "state": None, "scores": np.zeros(0), "stats": {}}
+    coord.build(bucket, features=features)
+    if previous is not None:
+        coord.set_state(previous)
+    design = coord.design(bucket, "bucket", training=True)
+    stats = coord.fit(design, bucket["_y"].to_numpy(), bucket["_w"].to_numpy(), offsets, **params)
+    return {
+        "arrays": coord.arrays(),
+        "state": coord.get_state(),
+        "scores": coord.score(design),
+        "part": bucket["_part"].to_numpy(),
+        "pos": bucket["_pos"].to_numpy(),
+        "stats": stats,
+    }
+
+
+def _bucket_scores(result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if "part" not in result:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
+    return result["part"], result["pos"], result["scores"]
+
+
+def _part_scores(no: int, n: int, *bucket_scores: tuple) -> np.ndarray:
+    out = np.zeros(n)
+    for part, pos, scores in bucket_scores:
+        rows = part == no
+        out[pos[rows]] = scores[rows]
+    return out
+
+
+def _re_score(part: dict[str, Any], coord: Coordinate, where: str) -> np.ndarray:
+    return coord.score(coord.design(part["frame"], where))
+
+
+def _loss_sum(part: dict[str, Any], total: np.ndarray) -> tuple[float, float]:
+    return float(part["w"] @ logistic_loss(part["y"], total)), float(part["w"].sum())
+
+
+def _write_scores(
+    part: dict[str, Any], uid: str | None, columns: dict[str, np.ndarray], path: str
+) -> int:
+    out = pd.DataFrame(columns)
+    if uid is not None:
+        out.insert(0, uid, part["frame"][uid].to_numpy())
+    out.to_parquet(path, index=False)
+    return len(out)
+
+
+# -- the driver ----------------------------------------------------------------------
+
+
+class _DaskTrainer:
+    def __init__(
+        self,
+        config: GDMixConfig,
+        client: Any,
+        train: Any,
+        validation: pd.DataFrame | None,
+        callbacks: list[Callable],
+    ) -> None:
+        self.config, self.client, self.callbacks = config, client, callbacks
+        tc = config.training
+        for cc in config.coordinates:
+            if cc.type not in ("fixed", "random"):
+                raise ConfigError(
+                    f"coordinate '{cc.name}': engine 'dask' trains fixed and random "
+                    f"coordinates; '{cc.type}' scales with torch.distributed"
+                )
+            if len(cc.search_grid()) > 1:
+                raise ConfigError(
+                    f"coordinate '{cc.name}': engine 'dask' takes one l2 value; "
+                    "search l2 with the local engine on a sample"
+                )
+            if cc.init_model is not None and not cc.locked:
+                raise ConfigError(f"coordinate '{cc.name}': warm starts run on the local engine")
+        self.parts = self._load(train)
+        self.sizes = client.gather([client.submit(_size, p) for p in self.parts])
+        self.base_offsets = [client.submit(_field, p, "o") for p in self.parts]
+        self.n_buckets = tc.dask.n_buckets or 2 * max(1, sum(client.nthreads().values()))
+        self.coords: list[Coordinate] = []
+        self.locked: set[str] = set()
+        self.designs: dict[str, Any] = {}
+        self.scores: dict[str, list[Any]] = {}
+        self.bucket_results: dict[str, list[Any]] = {}
+        from gdmix.training import _load_locked
+
+        for cc in config.coordinates:
+            if cc.locked:
+                coord = _load_locked(cc)
+                self.locked.add(cc.name)
+            else:
+                coord = make_coordinate(cc)
+                indexes = client.gather(
+                    [
+                        client.submit(_build_index, p, cc.features, f"coordinate '{cc.name}'")
+                        for p in self.parts
+                    ]
+                )
+                index = indexes[0]
+                for other in indexes[1:]:
+                    index = index.union(other)
+                coord.features = index
+                if isinstance(coord, FixedLinearEffect):
+                    coord.coef, coord.intercept = np.zeros(index.n_features), 0.0
+            self.coords.append(coord)
+            self._prepare(coord)
+        self.validation = None
+        if validation is not None:
+            roles = extract_roles(validation, config.data, "validation data", need_label=True)
+            self.validation = (roles, validation)
+            self.val_designs: dict[str, Any] = {}
+        self.history: list[dict[str, Any]] = []
+        self.best_pass = 0
+
+    def _load(self, train: Any) -> list[Any]:
+        client, data = self.client, self.config.data
+        if isinstance(train, pd.DataFrame):
+            n = max(1, sum(client.nthreads().values()))
+            chunks = np.array_split(np.arange(len(train)), n)
+            frames = [train.iloc[c].reset_index(drop=True) for c in chunks if len(c)]
+            futures = client.scatter(frames)
+        else:
+            import dask.dataframe as dd
+
+            try:
+                ddf = dd.read_parquet(train)
+            except (FileNotFoundError, OSError, ValueError) as err:
+                raise DataError(f"cannot read training data {train}: {err}") from None
+            futures = client.compute(ddf.to_delayed())
+        if not futures:
+            raise DataError("training data: the table is empty (0 rows)")
+        parts = [
+            client.submit(_load_part, f, data, f"training data, partition {i}")
+            for i, f in enumerate(futures)
+        ]
+        client.gather(parts)  # raises the first partition's DataError, if any
+        return parts
+
+    def _prepare(self, coord: Coordinate) -> None:
+        client, name = self.client, coord.name
+        if isinstance(coord, FixedLinearEffect):
+            self.designs[name] = [
+                client.submit(_fe_design, p, coord.features, "training data") for p in self.parts
+            ]
+        elif name not in self.locked:
+            assert isinstance(coord, RandomEffect)
+            cols = coord.config.features.columns()
+            splits = [
+                client.submit(_split_part, p, i, coord.config.entity, cols, self.n_buckets)
+                for i, p in enumerate(self.parts)
+            ]
+            self.designs[name] = [
+                client.submit(_gather_bucket, b, *splits) for b in range(self.n_buckets)
+            ]
+            self.bucket_results[name] = [None] * self.n_buckets
+        if coord.fitted:
+            self.scores[name] = self._score_parts(coord)
+        else:
+            self.scores[name] = [client.submit(np.zeros, n) for n in self.sizes]
+
+    def _score_parts(self, coord: Coordinate) -> list[Any]:
+        client = self.client
+        if isinstance(coord, FixedLinearEffect) and coord.name in self.designs:
+            return [
+                client.submit(_fe_score, d, coord.coef, coord.intercept)
+                for d in self.designs[coord.name]
+            ]
+        shared = client.scatter(coord, broadcast=True)
+        return [client.submit(_re_score, p, shared, "training data") for p in self.parts]
+
+    def _offsets(self, skip: str | None) -> list[Any]:
+        names = [c.name for c in self.coords]
+        k = names.index(skip) if skip is not None else -1
+        return [
+            self.client.submit(
+                _offsets, self.base_offsets[i], k, *[self.scores[n][i] for n in names]
+            )
+            for i in range(len(self.parts))
+        ]
+
+    def _fit_fixed(self, coord: FixedLinearEffect, offsets: list[Any]) -> dict[str, Any]:
+        client, designs = self.client, self.designs[coord.name]
+        parts = client.gather([client.submit(_fe_column_sums, d) for d in designs])
+        sums = (sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts))
+
+        def evaluate(w: np.ndarray, b: float) -> tuple[float, np.ndarray, float]:
+            out = client.gather(
+                [
+                    client.submit(_fe_loss_sums, d, o, w, b, pure=False)
+                    for d, o in zip(designs, offsets, strict=True)
+                ]
+            )
+            return sum(r[0] for r in out), sum(r[1] for r in out), sum(r[2] for r in out)
+
+        cfg = coord.config
+        res = minimize_logistic(
+            len(coord.coef),
+            sums,
+            evaluate,
+            l2=coord.l2,
+            fit_intercept=cfg.intercept,
+            coef0=coord.coef,
+            intercept0=coord.intercept,
+            max_iter=cfg.max_iter,
+            tol=cfg.tol,
+        )
+        coord.coef, coord.intercept, coord.fitted = res.coef, res.intercept, True
+        self.scores[coord.name] = self._score_parts(coord)
+        return {"n_iter": res.n_iter, "converged": res.converged, "objective": res.objective}
+
+    def _fit_random(self, coord: RandomEffect, offsets: list[Any]) -> dict[str, Any]:
+        client, name = self.client, coord.name
+        results = []
+        for b, bucket in enumerate(self.designs[name]):
+            off = client.submit(_bucket_offsets, bucket, *offsets)
+            prev = self.bucket_results[name][b]
+            state = client.submit(_field, prev, "state") if prev is not None else None
+            results.append(
+                client.submit(
+                    _solve_bucket, bucket, off, coord.config, coord.features, coord.params, state
+                )
+            )
+        self.bucket_results[name] = results
+        scores = [client.submit(_bucket_scores, r) for r in results]
+        self.scores[name] = [
+            client.submit(_part_scores, i, n, *scores) for i, n in enumerate(self.sizes)
+        ]
+        arrays = client.gather([client.submit(_field, r, "arrays") for r in results])
+        stats = client.gather([client.submit(_field, r, "stats") for r in results])
+        self._collect(coord, arrays)
+        n_ok = sum(s.get("n_converged", 0) for s in stats)
+        return {"n_entities": len(coord.entity_ids), "n_converged": n_ok}
+
+    @staticmethod
+    def _collect(coord: RandomEffect, arrays: list[RandomEffectArrays]) -> None:
+        """The buckets' entities as one coordinate, in the local engine's (sorted) order."""
+        ids = pd.Index(np.concatenate([a.entity_ids.to_numpy() for a in arrays]))
+        order = np.argsort(ids.to_numpy(), kind="stable")
+        cat = lambda key: np.concatenate([getattr(a, key) for a in arrays])[order]  # noqa: E731
+        coord.entity_ids = ids[order]
+        coord.coef, coord.intercept, coord.n_rows = cat("coef"), cat("intercept"), cat("n_rows")
+        if arrays[0].variance is not None:
+            coord.variance, coord.intercept_variance = cat("variance"), cat("intercept_variance")
+        coord.has_model = np.ones(len(ids), dtype=bool)
+        coord.trainable = np.zeros(len(ids), dtype=bool)
+        coord.fitted = True
+
+    def _metrics(self) -> dict[str, float]:
+        record: dict[str, float] = {}
+        totals = self._offsets(None)
+        sums = self.client.gather(
+            [self.client.submit(_loss_sum, p, t) for p, t in zip(self.parts, totals, strict=True)]
+        )
+        record["train_log_loss"] = sum(s[0] for s in sums) / sum(s[1] for s in sums)
+        if self.validation is not None:
+            roles, frame = self.validation
+            total = roles.offset.copy()
+            for c in self.coords:
+                total += c.score(c.design(frame, "validation data"))
+            m = evaluate_scores(roles.y, total, sample_weight=roles.weight)
+            record["validation_auc"], record["validation_log_loss"] = m["auc"], m["log_loss"]
+        return record
+
+    def run(self) -> GDMixModel:
+        tc = self.config.training
+        best, best_state = -np.inf, None
+        for pass_no in range(1, tc.n_passes + 1):
+            for coord in self.coords:
+                if coord.name in self.locked:
+                    continue
+                coord.params = dict(coord.config.search_grid()[0])
+                start = time.perf_counter()
+                offsets = self._offsets(coord.name)
+                if isinstance(coord, FixedLinearEffect):
+                    diag = self._fit_fixed(coord, offsets)
+                else:
+                    assert isinstance(coord, RandomEffect)
+                    diag = self._fit_random(coord, offsets)
+                record = {
+                    "pass": pass_no,
+                    "coordinate": coord.name,
+                    "params": coord.params,
+                    **self._metrics(),
+                    "seconds": time.perf_counter() - start,
+                    **diag,
+                }
+                self.history.append(record)
+                for cb in self.callbacks:
+                    cb(record)
+            if self.validation is None:
+                continue
+            last = self.history[-1]
+            goodness = (
+                last["validation_auc"] if tc.metric == "auc" else -last["validation_log_loss"]
+            )
+            if goodness > best + tc.min_delta:
+                best, self.best_pass = goodness, pass_no
+                best_state = (
+                    {c.name: c.get_state() for c in self.coords if c.name not in self.locked},
+                    {k: list(v) for k, v in self.scores.items()},
+                )
+            elif tc.early_stopping:
+                logger.info("pass %d did not improve validation %s; stopping", pass_no, tc.metric)
+                break
+        if best_state is not None:
+            for c in self.coords:
+                if c.name in best_state[0]:
+                    c.set_state(best_state[0][c.name])
+            self.scores = best_state[1]
+        metrics: dict[str, Any] = {"train": {"log_loss": self._metrics()["train_log_loss"]}}
+        if self.validation is not None:
+            m = self._metrics()
+            metrics["validation"] = {
+                "auc": m["validation_auc"],
+                "log_loss": m["validation_log_loss"],
+            }
+            metrics["best_pass"] = self.best_pass
+        metrics["params"] = {c.name: c.params for c in self.coords}
+        metrics["engine"] = "dask"
+        self._write_scores()
+        return GDMixModel(self.coords, self.config.data, metrics=metrics, history=self.history)
+
+    def _write_scores(self) -> None:
+        out = self.config.training.dask.scores_output
+        if out is None:
+            return
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        names = [c.name for c in self.coords]
+        totals = self._offsets(None)
+        tasks = []
+        for i, p in enumerate(self.parts):
+            cols = {n: self.scores[n][i] for n in names}
+            cols["total"] = totals[i]
+            tasks.append(
+                self.client.submit(
+                    _write_columns,
+                    p,
+                    self.config.data.uid,
+                    names,
+                    str(folder / f"part-{i:05d}.parquet"),
+                    *[cols[n] for n in [*names, "total"]],
+                )
+            )
+        self.client.gather(tasks)
+
+
+def _write_columns(
+    part: dict[str, Any], uid: str | None, names: list[str], path: str, *arrays: np.ndarray
+) -> int:
+    return _write_scores(part, uid, dict(zip([*names, "total"], arrays, strict=True)), path)
+
+
+def fit_dask(
+    config: GDMixConfig,
+    train: TableLike | list[str] | None = None,
+    validation: TableLike | None = None,
+    *,
+    client: Any = None,
+    callbacks: list[Callable[[dict[str, Any]], None]] | None = None,
+) -> GDMixModel:
+    """Train by block coordinate descent on a Dask cluster.
+
+    Parameters
+    ----------
+    config : GDMixConfig
+        As for :func:`gdmix.fit`; ``training.dask`` says which cluster (a scheduler
+        address, or a ``LocalCluster`` of ``n_workers``). One ``l2`` per coordinate.
+    train : path, list of paths or DataFrame, optional
+        Parquet file(s)/folder(s) (paths or URLs dask can read) or a DataFrame (split
+        across the workers); default ``config.data.train``.
+    validation : DataFrame or path, optional
+        Read on the driver; drives early stopping. Default ``config.data.validation``.
+    client : distributed.Client, optional
+        Use this client instead of connecting as the config says.
+    callbacks : list of callables
+        Called with one record per coordinate update.
+
+    Returns
+    -------
+    GDMixModel
+        The same model format as the local engine's.
+    """
+    train = train if train is not None else config.data.train
+    if train is None:
+        raise ConfigError("no training data: pass 'train' or set 'data.train' in the config")
+    if isinstance(train, str | Path) and not isinstance(train, pd.DataFrame):
+        train = str(train)
+    val_source = validation if validation is not None else config.data.validation
+    val = read_table(val_source) if val_source is not None else None
+    own = client is None
+    if own:
+        d = config.training.dask
+        client = connect(d.scheduler, d.n_workers, d.threads_per_worker)
+    try:
+        return _DaskTrainer(config, client, train, val, list(callbacks or [])).run()
+    finally:
+        if own:
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None:
+                cluster.close()
