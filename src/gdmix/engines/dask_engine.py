@@ -62,7 +62,7 @@ def connect(scheduler: str | None = None, n_workers: int = 2, threads_per_worker
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",
     )
     return Client(cluster)
 
