@@ -46,6 +46,11 @@ class RandomEffectDesign:
         Layout of the rows used for fitting (after down-sampling).
     weight_multiplier : ndarray or None
         Down-sampling re-weighting of every row (``None``: all 1).
+    order : ndarray or None
+        Training designs are stored sorted by entity, so that each entity's rows are
+        contiguous in memory (the solver then reads memory in order instead of jumping
+        across the table): ``order[i]`` is the table row of design row ``i``. ``None``:
+        rows in table order.
     """
 
     X: sp.csr_matrix
@@ -54,6 +59,7 @@ class RandomEffectDesign:
     perm: np.ndarray | None = None
     starts: np.ndarray | None = None
     weight_multiplier: np.ndarray | None = None
+    order: np.ndarray | None = None
 
 
 def _union_ids(old: pd.Index, new: pd.Index) -> pd.Index:
@@ -177,10 +183,15 @@ class RandomEffect(Coordinate):
         if (codes < 0).any():
             raise ValueError(f"{where}: the training design must use the table build() saw")
         layout = layout_from_codes(codes, len(self.entity_ids), self.entity_ids)
-        perm, starts, mult = layout.perm, layout.starts, None
+        order = layout.perm
+        n = len(order)
+        perm, starts, mult = np.arange(n, dtype=np.int64), layout.starts, None
         if self.config.max_rows is not None and layout.counts.max() > self.config.max_rows:
-            perm, starts, mult = downsample_weights(layout, self.config.max_rows, self.config.seed)
-        return RandomEffectDesign(X, codes, layout, perm, starts, mult)
+            kept, starts, mult = downsample_weights(layout, self.config.max_rows, self.config.seed)
+            position = np.empty(n, dtype=np.int64)
+            position[order] = np.arange(n, dtype=np.int64)
+            perm, mult = position[kept], mult[order]
+        return RandomEffectDesign(X[order], codes[order], layout, perm, starts, mult, order)
 
     def _codes(self, ids: pd.Series | pd.Index) -> np.ndarray:
         """Entity codes of ``ids`` in the model's entity index (-1 when unseen)."""
@@ -223,6 +234,8 @@ class RandomEffect(Coordinate):
         """Solve every trainable entity, warm-started from the current coefficients."""
         assert design.perm is not None and design.starts is not None, "needs a training design"
         self.params = {"l2": l2, "intercept_l2": intercept_l2}
+        if design.order is not None:
+            y, weight, offset = y[design.order], weight[design.order], offset[design.order]
         if design.weight_multiplier is not None:
             weight = weight * design.weight_multiplier
         weight = np.ascontiguousarray(weight, dtype=np.float64)
@@ -301,8 +314,14 @@ class RandomEffect(Coordinate):
                 "max_iter": int(max(iters, default=0))}  # fmt: skip
 
     def score(self, design: RandomEffectDesign) -> np.ndarray:
-        """Per-row score; rows of unseen entities, or entities without a model, score 0."""
-        return score_entities(design.X, design.codes, self.coef, self.intercept)
+        """Per-row score (table order); rows of unseen entities, or entities without a
+        model, score 0."""
+        scores = score_entities(design.X, design.codes, self.coef, self.intercept)
+        if design.order is None:
+            return scores
+        out = np.empty_like(scores)
+        out[design.order] = scores
+        return out
 
     # -- state and persistence ------------------------------------------------
     def get_state(self) -> dict[str, Any]:

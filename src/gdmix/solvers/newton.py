@@ -38,12 +38,12 @@ __all__ = ["EntityPrior", "NewtonStats", "score_entities", "solve_entities"]
 #: Shards with at most this many features use the lockstep kernel.
 LOCKSTEP_MAX_FEATURES = 32
 #: Entities with more rows than this use the subspace kernel (bounded buffers).
-LOCKSTEP_MAX_ROWS = 4096
+LOCKSTEP_MAX_ROWS = 1024
 #: The subspace kernel switches from Cholesky to conjugate gradients at this many
 #: local parameters.
 CG_MIN_FEATURES = 96
 _ROWS_PER_CALL = 2_000_000
-_GROUPS_PER_BLOCK = 16
+_GROUPS_PER_BLOCK = 4
 _ENTITIES_PER_BLOCK = 64
 _PARALLEL_MIN_ROWS = 50_000
 _VARIANCE_MODES = {"none": 0, "simple": 1, "full": 2}
@@ -79,6 +79,16 @@ def _threaded(n_rows: int) -> bool:
     # Waking a thread pool costs more than small jobs (and ms per call when the other
     # cores are busy), so they run serially.
     return n_rows >= _PARALLEL_MIN_ROWS and numba.get_num_threads() > 1
+
+
+def _csr_arrays(X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR arrays without copies (int32 or int64 indices, float64 values)."""
+    index_type = np.int32 if X.indices.dtype == np.int32 else np.int64
+    return (
+        X.indptr.astype(index_type, copy=False),
+        X.indices.astype(index_type, copy=False),
+        X.data.astype(np.float64, copy=False),
+    )
 
 
 def _chunks(rows: np.ndarray, size: int) -> list[tuple[int, int]]:
@@ -149,9 +159,7 @@ def solve_entities(
     """
     X = X.tocsr()
     d = coef.shape[1]
-    indptr = X.indptr.astype(np.int64)
-    indices = X.indices.astype(np.int64)
-    data = X.data.astype(np.float64)
+    indptr, indices, data = _csr_arrays(X)
     var_mode = _VARIANCE_MODES[variance]
     dummy2, dummy1 = np.zeros((1, 1)), np.zeros(1)
     var, var_b = variances if variances is not None else (dummy2, dummy1)
@@ -241,7 +249,7 @@ def score_entities(
     out = np.empty(X.shape[0])
     kernel = _score_rows_par if _threaded(X.shape[0]) else _score_rows_ser
     kernel(
-        X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data.astype(np.float64),
+        *_csr_arrays(X),
         np.ascontiguousarray(codes, dtype=np.int64), coef, intercept, out,
     )  # fmt: skip
     return out
