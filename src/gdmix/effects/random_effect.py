@@ -17,6 +17,7 @@ from gdmix.data.layout import EntityLayout, downsample_weights, layout_from_code
 from gdmix.data.schema import check_entity_column
 from gdmix.effects.base import Coordinate, Validation
 from gdmix.effects.random_table import (
+    DENSE_MAX_FEATURES,
     RandomEffectArrays,
     coefficient_table,
     read_coefficients,
@@ -139,23 +140,29 @@ class RandomEffect(Coordinate):
             self.entity_ids = _union_ids(base.entity_ids, new_ids)
         assert self.features is not None
         n, d = len(self.entity_ids), self.features.n_features
+        sparse = d > DENSE_MAX_FEATURES
+        if sparse and (self.config.incremental or self.config.mode == "cohort"):
+            raise ConfigError(
+                f"coordinate '{self.name}' has {d} features: incremental training and cohort "
+                f"mode need at most {DENSE_MAX_FEATURES} (dense coefficient storage)"
+            )
         counts = np.bincount(self._codes(ids), minlength=n)
-        self.coef = np.zeros((n, d))
+        self.coef = sp.csr_matrix((n, d)) if sparse else np.zeros((n, d))
         self.intercept = np.zeros(n)
         self.n_rows = counts.astype(np.int64)
         self.trainable = counts >= self.config.min_rows
         self._from_base = np.zeros(n, dtype=bool)
         if self.config.variance != "none":
-            self.variance = np.zeros((n, d))
+            self.variance = sp.csr_matrix((n, d)) if sparse else np.zeros((n, d))
             self.intercept_variance = np.zeros(n)
         if base is not None:
             pos = self._codes(base.entity_ids)
             self._from_base[pos] = True
-            self.coef[pos] = base.coef
+            self.coef = _place_rows(self.coef, pos, base.coef)
             self.intercept[pos] = base.intercept
             self.n_rows[pos] += base.n_rows
             if self.variance is not None and base.variance is not None:
-                self.variance[pos] = base.variance
+                self.variance = _place_rows(self.variance, pos, base.variance)
                 self.intercept_variance[pos] = base.intercept_variance
             if self.config.incremental:
                 if base.variance is None or base.intercept_variance is None:
@@ -262,6 +269,8 @@ class RandomEffect(Coordinate):
                     variance=self.config.variance, variances=variances,
                     max_iter=self.config.max_iter, tol=self.config.tol, progress=progress,
                 )  # fmt: skip
+                if result.coef is not None:  # sparse storage: new matrices
+                    self.coef, self.variance = result.coef, result.variance
                 stats = {"n_converged": result.n_converged, "mean_iter": result.mean_iter,
                          "max_iter": result.max_iter}  # fmt: skip
         finally:
@@ -375,6 +384,20 @@ class RandomEffect(Coordinate):
         self.intercept_variance = arrays.intercept_variance
         self.has_model = np.ones(len(self.entity_ids), dtype=bool)
         self.trainable = np.zeros(len(self.entity_ids), dtype=bool)
+
+
+def _place_rows(
+    target: np.ndarray | sp.csr_matrix, pos: np.ndarray, rows: np.ndarray | sp.csr_matrix
+) -> np.ndarray | sp.csr_matrix:
+    """``target`` with ``rows[i]`` placed at row ``pos[i]`` (dense or CSR)."""
+    if not sp.issparse(target):
+        target[pos] = rows.toarray() if sp.issparse(rows) else rows
+        return target
+    place = sp.csr_matrix((np.ones(len(pos)), (pos, np.arange(len(pos)))),
+                          shape=(target.shape[0], len(pos)))  # fmt: skip
+    out = (place @ sp.csr_matrix(rows)).tocsr()
+    out.sort_indices()
+    return out
 
 
 def _variances(

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from gdmix.config import DataConfig, GDMixConfig
 from gdmix.data.features import FeatureIndex
@@ -386,7 +387,13 @@ class _DaskTrainer:
         """The buckets' entities as one coordinate, in the local engine's (sorted) order."""
         ids = pd.Index(np.concatenate([a.entity_ids.to_numpy() for a in arrays]))
         order = np.argsort(ids.to_numpy(), kind="stable")
-        cat = lambda key: np.concatenate([getattr(a, key) for a in arrays])[order]  # noqa: E731
+
+        def cat(key: str) -> Any:
+            parts = [getattr(a, key) for a in arrays]
+            if sp.issparse(parts[0]):
+                return sp.vstack(parts, format="csr")[order]
+            return np.concatenate(parts)[order]
+
         coord.entity_ids = ids[order]
         coord.coef, coord.intercept, coord.n_rows = cat("coef"), cat("intercept"), cat("n_rows")
         if arrays[0].variance is not None:

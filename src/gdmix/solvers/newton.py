@@ -67,12 +67,18 @@ class EntityPrior:
 
 @dataclass
 class NewtonStats:
-    """Diagnostics of one :func:`solve_entities` call."""
+    """Diagnostics of one :func:`solve_entities` call.
+
+    With sparse (CSR) coefficient storage, ``coef`` and ``variance`` hold the updated
+    matrices (a CSR matrix cannot be updated in place).
+    """
 
     n_solved: int
     n_converged: int
     mean_iter: float
     max_iter: int
+    coef: sp.csr_matrix | None = None
+    variance: sp.csr_matrix | None = None
 
 
 def _threaded(n_rows: int) -> bool:
@@ -133,8 +139,10 @@ def solve_entities(
         Labels, weights and offsets (the other coordinates' scores) of every row.
     entities : ndarray of int64
         Entity codes to solve (others are left as they are).
-    coef : ndarray of float64, shape (n_entities, d)
-        Coefficients; read as the warm start, overwritten with the solution.
+    coef : ndarray of float64 or csr_matrix, shape (n_entities, d)
+        Coefficients; read as the warm start, overwritten with the solution. A CSR matrix
+        (sparse storage, for wide shards) is not changed: the new one is returned in
+        ``NewtonStats.coef`` (and the variances in ``NewtonStats.variance``).
     intercept : ndarray of float64, shape (n_entities,)
         Intercepts; read as the warm start, overwritten.
     l2, intercept_l2 : float
@@ -158,13 +166,32 @@ def solve_entities(
     NewtonStats
     """
     X = X.tocsr()
-    d = coef.shape[1]
+    n_entities, d = coef.shape
     indptr, indices, data = _csr_arrays(X)
     var_mode = _VARIANCE_MODES[variance]
     dummy2, dummy1 = np.zeros((1, 1)), np.zeros(1)
     var, var_b = variances if variances is not None else (dummy2, dummy1)
     if var_mode and variances is None:
         raise ValueError("variance output arrays are required")
+    sparse = sp.issparse(coef)
+    if sparse:
+        if prior is not None:
+            raise ValueError("entity priors need dense coefficient storage")
+        prev, prev_var = coef.tocsr(), var if var_mode else None
+        entities = np.ascontiguousarray(entities, dtype=np.int64)
+        row_nnz = np.diff(indptr)[perm].astype(np.int64)
+        cum = np.concatenate([[0], np.cumsum(row_nnz)])
+        bound = np.zeros(n_entities, dtype=np.int64)
+        bound[entities] = np.minimum(d, cum[starts[1:]] - cum[starts[:-1]])[entities]
+        slot_ptr = np.concatenate([[0], np.cumsum(bound)]).astype(np.int64)
+        slots = (np.full(slot_ptr[-1], -1, dtype=np.int64), np.zeros(slot_ptr[-1]),
+                 np.zeros(slot_ptr[-1] if var_mode else 1))  # fmt: skip
+        storage = (d, True, prev.indptr.astype(np.int64), prev.indices.astype(np.int64),
+                   prev.data, slot_ptr, *slots)  # fmt: skip
+        coef, var = dummy2, dummy2
+    else:
+        none_i = np.zeros(1, dtype=np.int64)
+        storage = (d, False, none_i, none_i, dummy1, none_i, none_i, dummy1, dummy1)
     if prior is not None:
         prior_args = (True, prior.mean, prior.intercept_mean, prior.precision,
                       prior.intercept_precision)  # fmt: skip
@@ -208,17 +235,60 @@ def solve_entities(
         kernel = solve_blocks_par if _threaded(int(counts[idx][lo:hi].sum())) else solve_blocks_ser
         kernel(indptr, indices, data, perm, starts, y, sample_weight, offset, ents[lo:hi],
                block_starts.astype(np.int64), *common, CG_MIN_FEATURES, int(max_iter),
-               float(tol), it_part[lo:hi], ok_part[lo:hi])  # fmt: skip
+               float(tol), it_part[lo:hi], ok_part[lo:hi], *storage)  # fmt: skip
         if progress is not None:
             progress.update(max(0, min(hi, n_new) - lo))  # retried entities were counted
     n_iter[idx] += it_part
     converged[idx] = ok_part
-    return NewtonStats(
+    stats = NewtonStats(
         n_solved=len(entities),
         n_converged=int(converged.sum()),
         mean_iter=float(n_iter.mean()) if len(n_iter) else 0.0,
         max_iter=int(n_iter.max()) if len(n_iter) else 0,
     )
+    if sparse:
+        stats.coef, stats.variance = _merge_slots(prev, prev_var, entities, bound, *slots,
+                                                  with_var=bool(var_mode))  # fmt: skip
+    return stats
+
+
+def _merge_slots(
+    prev: sp.csr_matrix,
+    prev_var: sp.csr_matrix | None,
+    solved: np.ndarray,
+    bound: np.ndarray,
+    slot_feat: np.ndarray,
+    slot_val: np.ndarray,
+    slot_var: np.ndarray,
+    *,
+    with_var: bool,
+) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
+    """New CSR coefficients: solved entities from their slots, the others unchanged.
+
+    Explicit zeros are kept, so coefficients and variances share one sparsity pattern.
+    """
+    n, d = prev.shape
+    keep = slot_feat >= 0
+    owner = np.repeat(np.arange(n), bound)[keep]
+    is_solved = np.zeros(n, dtype=bool)
+    is_solved[solved] = True
+    prev_owner = np.repeat(np.arange(n), np.diff(prev.indptr))
+    old = ~is_solved[prev_owner]
+    rows = np.concatenate([owner, prev_owner[old]])
+    cols = np.concatenate([slot_feat[keep], prev.indices[old]])
+    order = np.lexsort((cols, rows))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))])
+
+    def build(new: np.ndarray, before: np.ndarray) -> sp.csr_matrix:
+        values = np.concatenate([new[keep], before[old]])[order]
+        return sp.csr_matrix((values, cols[order], indptr), shape=(n, d))
+
+    coef = build(slot_val, prev.data)
+    var = None
+    if with_var:
+        before = prev_var.data if prev_var is not None else np.zeros(len(prev.data))
+        var = build(slot_var, before)
+    return coef, var
 
 
 def _score_rows_py(indptr, indices, data, codes, coef, icpt, out):
@@ -233,12 +303,38 @@ def _score_rows_py(indptr, indices, data, codes, coef, icpt, out):
         out[i] = acc
 
 
+def _score_rows_sparse_py(indptr, indices, data, codes, cptr, cfeat, cval, icpt, out):
+    for i in prange(len(codes)):
+        e = codes[i]
+        if e < 0:
+            out[i] = 0.0
+            continue
+        acc = icpt[e]
+        for k in range(indptr[i], indptr[i + 1]):
+            j = indices[k]
+            lo, hi = cptr[e], cptr[e + 1]
+            while lo < hi:  # binary search of feature j among the entity's sorted features
+                mid = (lo + hi) // 2
+                if cfeat[mid] < j:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < cptr[e + 1] and cfeat[lo] == j:
+                acc += data[k] * cval[lo]
+        out[i] = acc
+
+
 _score_rows_par = numba.njit(cache=True, parallel=True)(_score_rows_py)
 _score_rows_ser = numba.njit(cache=True)(_score_rows_py)
+_score_sparse_par = numba.njit(cache=True, parallel=True)(_score_rows_sparse_py)
+_score_sparse_ser = numba.njit(cache=True)(_score_rows_sparse_py)
 
 
 def score_entities(
-    X: sp.csr_matrix, codes: np.ndarray, coef: np.ndarray, intercept: np.ndarray
+    X: sp.csr_matrix,
+    codes: np.ndarray,
+    coef: np.ndarray | sp.csr_matrix,
+    intercept: np.ndarray,
 ) -> np.ndarray:
     """Score rows: ``intercept[e] + x_i . coef[e]`` for row ``i`` of entity ``e = codes[i]``.
 
@@ -247,9 +343,15 @@ def score_entities(
     """
     X = X.tocsr()
     out = np.empty(X.shape[0])
-    kernel = _score_rows_par if _threaded(X.shape[0]) else _score_rows_ser
-    kernel(
-        *_csr_arrays(X),
-        np.ascontiguousarray(codes, dtype=np.int64), coef, intercept, out,
-    )  # fmt: skip
+    threaded = _threaded(X.shape[0])
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    if sp.issparse(coef):
+        coef = coef.tocsr()
+        coef.sort_indices()
+        kernel = _score_sparse_par if threaded else _score_sparse_ser
+        kernel(*_csr_arrays(X), codes, coef.indptr.astype(np.int64),
+               coef.indices.astype(np.int64), coef.data, intercept, out)  # fmt: skip
+    else:
+        kernel = _score_rows_par if threaded else _score_rows_ser
+        kernel(*_csr_arrays(X), codes, coef, intercept, out)
     return out

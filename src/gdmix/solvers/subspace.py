@@ -212,12 +212,35 @@ def _newton(X, ys, ss, os_, m, p, pen, mu, beta, z, g, H, delta, trial, w2, cg, 
     return max_iter, False
 
 
+@numba.njit(cache=True)
+def _write_slots(feat, beta, vbuf, dl, q0, q1, slot_feat, slot_val, slot_var, with_var):
+    """Write an entity's local solution into its slots, sorted by feature id."""
+    for c in range(dl):
+        q = q0 + c
+        # Insertion sort by feature id (an entity touches few features).
+        while q > q0 and slot_feat[q - 1] > feat[c]:
+            slot_feat[q] = slot_feat[q - 1]
+            slot_val[q] = slot_val[q - 1]
+            if with_var:
+                slot_var[q] = slot_var[q - 1]
+            q -= 1
+        slot_feat[q] = feat[c]
+        slot_val[q] = beta[c]
+        if with_var:
+            slot_var[q] = vbuf[c]
+    for q in range(q0 + dl, q1):
+        slot_feat[q] = -1
+
+
 def _solve_blocks_py(
     indptr, indices, data, perm, starts, y, s, o, entities, block_starts,
     l2, l2_b, fit_b, has_prior, prior_mean, prior_mean_b, prior_prec, prior_prec_b,
     coef, icpt, var_mode, var, var_b, cg_min_features, max_iter, tol, n_iter, converged,
+    d, sparse, prev_ptr, prev_feat, prev_val, slot_ptr, slot_feat, slot_val, slot_var,
 ):  # fmt: skip
-    d = coef.shape[1]
+    # Dense storage: coef/var are (n_entities, d). Sparse storage (wide shards): the warm
+    # start is read from prev_* (CSR rows per entity) and the solution written into each
+    # entity's slots slot_ptr[e]:slot_ptr[e+1] (feature ids sorted, -1 for unused slots).
     n_blocks = len(block_starts) - 1
     for blk in prange(n_blocks):
         t0 = block_starts[blk]
@@ -264,7 +287,10 @@ def _solve_blocks_py(
             p = dl + fit_b
             if p == 0 or m == 0:
                 # Nothing to fit: the prior's mode is the solution.
-                for j in range(d):
+                if sparse:
+                    for q in range(slot_ptr[e], slot_ptr[e + 1]):
+                        slot_feat[q] = -1
+                for j in range(0 if sparse else d):
                     coef[e, j] = prior_mean[e, j] if has_prior else 0.0
                     if var_mode > 0:
                         var[e, j] = 1.0 / (prior_prec[e, j] if has_prior else l2)
@@ -285,9 +311,13 @@ def _solve_blocks_py(
                     X[r, dl] = 1.0
             for c in range(dl):
                 j = feat[c]
-                beta[c] = coef[e, j]
+                beta[c] = 0.0 if sparse else coef[e, j]
                 pen[c] = prior_prec[e, j] if has_prior else l2
                 mu[c] = prior_mean[e, j] if has_prior else 0.0
+            if sparse:
+                for q in range(prev_ptr[e], prev_ptr[e + 1]):
+                    if loc[prev_feat[q]] >= 0:
+                        beta[loc[prev_feat[q]]] = prev_val[q]
             if fit_b:
                 beta[dl] = icpt[e]
                 pen[dl] = prior_prec_b[e] if has_prior else l2_b
@@ -299,12 +329,13 @@ def _solve_blocks_py(
             n_iter[t] = it
             converged[t] = ok
             # Features the entity never touches keep the prior's mode (and variance).
-            for j in range(d):
+            for j in range(0 if sparse else d):
                 coef[e, j] = prior_mean[e, j] if has_prior else 0.0
                 if var_mode > 0:
                     var[e, j] = 1.0 / (prior_prec[e, j] if has_prior else l2)
             for c in range(dl):
-                coef[e, feat[c]] = beta[c]
+                if not sparse:
+                    coef[e, feat[c]] = beta[c]
                 loc[feat[c]] = -1
             icpt[e] = beta[dl] if fit_b else 0.0
             if var_mode > 0:
@@ -319,10 +350,13 @@ def _solve_blocks_py(
                 else:
                     _cholesky_solve(H, g, p, delta)
                     _inverse_diagonal(H, p, vbuf, trial)
-                for c in range(dl):
+                for c in range(0 if sparse else dl):
                     var[e, feat[c]] = vbuf[c]
                 if fit_b:
                     var_b[e] = vbuf[dl]
+            if sparse:
+                _write_slots(feat, beta, vbuf, dl, slot_ptr[e], slot_ptr[e + 1], slot_feat,
+                             slot_val, slot_var, var_mode > 0)  # fmt: skip
 
 
 solve_blocks_par = numba.njit(cache=True, parallel=True)(_solve_blocks_py)
