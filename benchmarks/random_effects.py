@@ -44,6 +44,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from gdmix.config import DataConfig, parse_config  # noqa: E402
 from gdmix.data.layout import group_rows  # noqa: E402
+from gdmix.effects.random_table import DENSE_MAX_FEATURES  # noqa: E402
 from gdmix.engines.streaming import fit_random_effect_streaming  # noqa: E402
 from gdmix.solvers.newton import score_entities, solve_entities  # noqa: E402
 
@@ -70,12 +71,15 @@ def group(X: sp.csr_matrix, y: np.ndarray, codes: np.ndarray) -> tuple:
 
 
 def solve_sorted(Xs: sp.csr_matrix, ys: np.ndarray, layout, n: int) -> tuple:
-    coef, icpt = np.zeros((n, Xs.shape[1])), np.zeros(n)
+    d = Xs.shape[1]
+    # As a random-effect coordinate stores them: dense rows, or CSR rows for wide shards.
+    coef = sp.csr_matrix((n, d)) if d > DENSE_MAX_FEATURES else np.zeros((n, d))
+    icpt = np.zeros(n)
     ones, zeros = np.ones(len(ys)), np.zeros(len(ys))
     rows = np.arange(len(ys), dtype=np.int64)
-    solve_entities(Xs, rows, layout.starts, ys, ones, zeros, np.arange(n), coef, icpt,
-                   l2=L2, intercept_l2=L2)  # fmt: skip
-    return coef, icpt
+    stats = solve_entities(Xs, rows, layout.starts, ys, ones, zeros, np.arange(n), coef, icpt,
+                           l2=L2, intercept_l2=L2)  # fmt: skip
+    return (stats.coef if stats.coef is not None else coef), icpt
 
 
 def gdmix_solve(X: sp.csr_matrix, y: np.ndarray, codes: np.ndarray, n: int) -> tuple:
