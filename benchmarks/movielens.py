@@ -1,7 +1,13 @@
 """Benchmark gdmix on MovieLens-100K against a naive per-entity scipy L-BFGS-B loop.
 
 Usage: ``GDMIX_DATA_DIR=/path/to/data python benchmarks/movielens.py [--seed 0] [--repeats 3]
-[--n-threads N]``. Prints a table, then one JSON line (the last line of output).
+[--n-threads N] [--deep [--device auto]]``. Prints a table, then one JSON line (the last line
+of output).
+
+``--deep`` also trains the deep fixed-effect pipelines (``gdmix.movielens_example.
+run_deep_example``: the paper's title text CNN + linear part, and gdmix's best, a DLRM-style
+fixed effect over user and movie id embeddings), each with the per-user and per-movie random
+effects, and adds ``auc_deep`` (text CNN) and ``auc_deep_best`` (DLRM) to the JSON line.
 """
 
 from __future__ import annotations
@@ -45,9 +51,10 @@ from gdmix.data.movielens import (
 )
 from gdmix.metrics import roc_auc
 from gdmix.model import GDMixModel
-from gdmix.movielens_example import ExampleResult, run_example
+from gdmix.movielens_example import ExampleResult, run_deep_example, run_example
 
 PAPER_AUC = (0.6237, 0.7058, 0.7599)
+PAPER_DEEP_AUC = (0.7090, 0.7665, 0.7680)  # the paper's GDMix with the title text CNN
 L2 = 1.0  # the reference configuration's l2 of every coordinate
 FE_SPEC = FeatureConfig(numeric=USER_NUMERIC + MOVIE_NUMERIC, categorical=USER_CATEGORICAL)
 RE_SPECS = [  # (coordinate, entity column, features), in gdmix's update order
@@ -173,6 +180,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     parser.add_argument("--repeats", type=int, default=3, help="gdmix timings (best of)")
     parser.add_argument("--n-threads", type=int, default=None, help="numba threads for gdmix")
+    parser.add_argument("--deep", action="store_true", help="also run the deep fixed effects")
+    parser.add_argument("--device", default="auto", help="device of the deep fixed effects")
     args = parser.parse_args()
 
     train, validation, test = tables = split_movielens(load_movielens_100k(), seed=args.seed)
@@ -210,7 +219,27 @@ def main() -> None:
         "auc_scipy_loop": loop.auc,
         "max_rel_objective_diff": max_diff,
     }
+    if args.deep:
+        record.update(deep_rows(tables, args, row))
     print(json.dumps(record))
+
+
+def deep_rows(tables: Tables, args: argparse.Namespace, row: str) -> dict[str, object]:
+    """Train and print the deep pipelines; return their JSON entries."""
+    print("\ndeep fixed effect + per-user + per-movie (hyper-parameters chosen on validation):")
+    print(row.format("pipeline", "seconds", "", "AUC FE", "+per-user", "+per-movie"))
+    paper = [f"{a:.4f}" for a in PAPER_DEEP_AUC]
+    print(row.format("paper GDMix (title text CNN)", "", "", *paper))
+    out: dict[str, object] = {}
+    for kind, key, label in (
+        ("text_cnn", "auc_deep", "gdmix text CNN + linear"),
+        ("dlrm", "auc_deep_best", "gdmix DLRM (id embeddings)"),
+    ):
+        result = run_deep_example(kind, tables=tables, n_threads=args.n_threads, device=args.device)
+        print(row.format(label, f"{result.seconds:.2f}", "", *(f"{a:.4f}" for a in result.auc)))
+        out[key] = result.auc
+        out[f"seconds_{key.removeprefix('auc_')}"] = result.seconds
+    return out
 
 
 if __name__ == "__main__":

@@ -80,12 +80,14 @@ class TextCNNArchitecture(StrictModel):
 
 class DLRMArchitecture(StrictModel):
     """DLRM-style: bottom MLP on numeric features, embedding tables, pairwise dot
-    interactions, top MLP."""
+    interactions, top MLP. ``wide`` adds a linear logit over every feature (first-order
+    terms, as in a factorization machine)."""
 
     kind: Literal["dlrm"] = "dlrm"
     bottom: list[int] = Field(default_factory=lambda: [64, 16])
     top: list[int] = Field(default_factory=lambda: [64, 32])
     embedding_dim: int = Field(default=16, ge=1)
+    wide: bool = False
 
 
 class CustomArchitecture(StrictModel):

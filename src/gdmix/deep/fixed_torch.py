@@ -1,0 +1,344 @@
+"""Deep fixed effect: ``f(x)`` is a PyTorch module trained with Adam/AdamW.
+
+The coordinate minimises the weighted mean of ``BCEWithLogits(offset + f(x), y)`` over
+shuffled minibatches, with the optimiser's weight decay as ``l2``. With validation data
+it evaluates the validation AUC (of ``offset + f(x)``) before training and after every
+epoch, stops after ``patience`` epochs without improvement, and restores the best
+epoch's weights. Each fit warm-starts from the current weights, so in later passes of
+coordinate descent the network refines itself against the random effects' scores.
+
+Model folder: ``features.json`` (index map), ``deep.json`` (encoder: categorical
+order, hash buckets, numeric standardisation, text vocabulary; input schema;
+architecture) and ``state_dict.pt`` (``torch.save`` of the CPU state dict).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from gdmix.deep.batches import DeepDesign, DeepEncoder, InputSchema
+from gdmix.deep.config import DeepFixedEffectConfig
+from gdmix.deep.networks import build_network, load_custom_class
+from gdmix.effects.base import Coordinate, Validation
+from gdmix.errors import ConfigError, DataError
+from gdmix.metrics import roc_auc
+
+__all__ = ["TorchFixedEffect", "resolve_device"]
+
+_FORMAT = 1
+_SCORE_BATCH = 8192
+
+
+def resolve_device(device: str) -> torch.device:
+    """``torch.device`` of a ``device`` setting (``auto`` picks CUDA when present)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("'device' is 'cuda' but torch finds no CUDA device; use 'auto' or 'cpu'")
+    if device == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device(device)
+
+
+def _check_config(config: DeepFixedEffectConfig) -> None:
+    where = f"coordinate '{config.name}'"
+    cats = config.features.categorical
+    unknown = sorted(set(config.hash_buckets) - set(cats))
+    if unknown:
+        raise ConfigError(
+            f"{where}: 'hash_buckets' names column(s) {unknown} that are not in "
+            f"'features.categorical' ({cats})"
+        )
+    for col, buckets in config.hash_buckets.items():
+        if buckets < 1:
+            raise ConfigError(f"{where}: 'hash_buckets.{col}' must be >= 1. Got {buckets} instead")
+    if not config.features.columns() and config.text is None:
+        raise ConfigError(f"{where}: a deep fixed effect needs 'features' or 'text'")
+    if config.architecture.kind == "custom":
+        load_custom_class(config.architecture.module)
+
+
+class TorchFixedEffect(Coordinate):
+    """Global fixed effect whose ``f(x)`` is a PyTorch module.
+
+    Parameters
+    ----------
+    config : DeepFixedEffectConfig
+        Inputs (``features``, ``text``, ``hash_buckets``), ``architecture`` and training
+        settings. ``intercept`` is ignored: every built-in network has a bias.
+
+    Attributes
+    ----------
+    encoder : DeepEncoder or None
+        Turns tables into tensors; built from the training table by :meth:`build`.
+    network : torch.nn.Module or None
+        The module ``f``; called on a batch dict, returns one logit per row.
+    device : torch.device
+        Where the network trains and scores.
+    epoch_history : list of dict
+        One record per epoch of the last :meth:`fit`.
+    """
+
+    kind = "deep"
+    config: DeepFixedEffectConfig
+
+    def __init__(self, config: DeepFixedEffectConfig) -> None:
+        super().__init__(config)
+        _check_config(config)
+        self.device = resolve_device(config.device)
+        self.encoder: DeepEncoder | None = None
+        self.network: nn.Module | None = None
+        self.epoch_history: list[dict[str, Any]] = []
+        self._n_fits = 0
+        self._on_device: dict[int, tuple[weakref.ref[DeepDesign], DeepDesign]] = {}
+
+    # -- data ---------------------------------------------------------------
+    @property
+    def schema(self) -> InputSchema:
+        """Input schema of the network."""
+        assert self.encoder is not None, "build() first"
+        return self.encoder.schema
+
+    def build(self, frame: pd.DataFrame) -> None:
+        """Build the encoder (index maps, vocabulary, statistics) and a fresh network."""
+        where = f"training data, coordinate '{self.name}'"
+        self.encoder = DeepEncoder.build(frame, self.config, where)
+        self.features = self.encoder.features
+        self.network = self._new_network()
+
+    def _new_network(self) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            net = build_network(self.config.architecture, self.schema)
+        return net.to(self.device)
+
+    def columns(self) -> list[str]:
+        """Data columns this coordinate reads."""
+        text = [self.config.text.column] if self.config.text is not None else []
+        return self.config.features.columns() + text
+
+    def design(self, frame: pd.DataFrame, where: str, *, training: bool = False) -> DeepDesign:
+        """Encode ``frame`` into a :class:`DeepDesign` (CPU tensors)."""
+        assert self.encoder is not None, "build() first"
+        return self.encoder.transform(frame, f"{where}, coordinate '{self.name}'")
+
+    def _to_device(self, design: DeepDesign) -> DeepDesign:
+        """``design`` on the network's device. Copies are cached (weakly, by identity) so
+        that the training and validation tables move to a GPU once, not once per fit."""
+        if self.device.type == "cpu":
+            return design
+        hit = self._on_device.get(id(design))
+        if hit is not None and hit[0]() is design:
+            return hit[1]
+        moved = design.to(self.device)
+        self._on_device = {k: v for k, v in self._on_device.items() if v[0]() is not None}
+        self._on_device[id(design)] = (weakref.ref(design), moved)
+        return moved
+
+    def _vector(self, values: np.ndarray) -> torch.Tensor:
+        return torch.tensor(np.asarray(values, dtype=np.float32), device=self.device)
+
+    # -- model --------------------------------------------------------------
+    def fit(
+        self,
+        design: DeepDesign,
+        y: np.ndarray,
+        weight: np.ndarray,
+        offset: np.ndarray,
+        *,
+        l2: float | None = None,
+        validation: Validation | None = None,
+    ) -> dict[str, Any]:
+        """Train from the current weights; returns epoch diagnostics.
+
+        Parameters
+        ----------
+        design : DeepDesign
+            Training rows, from :meth:`design`.
+        y, weight, offset : numpy.ndarray
+            Labels (0/1), sample weights and offsets (the other coordinates' scores).
+        l2 : float, optional
+            Weight decay; defaults to the first value of the config's ``l2``.
+        validation : Validation, optional
+            Validation rows for early stopping (AUC of ``offset + f(x)``).
+        """
+        assert self.network is not None, "build() first"
+        cfg, net = self.config, self.network
+        l2 = float(self.params["l2"] if l2 is None else l2)
+        n = len(design)
+        if n == 0:
+            raise DataError(f"coordinate '{self.name}': no training rows")
+        train = self._to_device(design)
+        yt, wt, ot = (self._vector(v) for v in (y, weight, offset))
+        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        opt = opt_cls(net.parameters(), lr=cfg.learning_rate, weight_decay=l2)
+        gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + self._n_fits) % 2**63)
+        devices = [self.device] if self.device.type == "cuda" else []
+        self._check_output(train.rows(0, min(n, 2)))
+        start = time.perf_counter()
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed((cfg.seed + self._n_fits) % 2**63)
+            best = self._validation_auc(validation)
+            best_state = self._copy_state() if validation is not None else {}
+            best_epoch, stale = 0, 0
+            history: list[dict[str, Any]] = [{"epoch": 0, "validation_auc": best}]
+            for epoch in range(1, cfg.max_epochs + 1):
+                perm = torch.randperm(n, generator=gen).to(self.device)
+                loss = self._epoch(opt, train, yt, wt, ot, perm)
+                auc = self._validation_auc(validation)
+                history.append({"epoch": epoch, "train_loss": loss, "validation_auc": auc})
+                if auc is None:
+                    best_epoch = epoch
+                elif auc > best:  # type: ignore[operator]
+                    best, best_epoch, best_state, stale = auc, epoch, self._copy_state(), 0
+                else:
+                    stale += 1
+                    if stale >= cfg.patience:
+                        break
+        if validation is not None:
+            net.load_state_dict(best_state)
+        seconds = time.perf_counter() - start
+        self._n_fits += 1
+        self.params, self.fitted, self.epoch_history = {"l2": l2}, True, history
+        epochs = len(history) - 1
+        return {
+            "epochs": epochs,
+            "best_epoch": best_epoch,
+            "best_epoch_auc": best,
+            "train_loss": history[-1].get("train_loss"),
+            "examples_per_second": n * epochs / seconds if seconds > 0 else None,
+            "device": str(self.device),
+        }
+
+    def _epoch(
+        self,
+        opt: torch.optim.Optimizer,
+        train: DeepDesign,
+        y: torch.Tensor,
+        weight: torch.Tensor,
+        offset: torch.Tensor,
+        perm: torch.Tensor,
+    ) -> float:
+        """One pass over the shuffled minibatches; returns the mean training loss."""
+        assert self.network is not None
+        self.network.train()
+        loss_sum = torch.zeros((), device=self.device)
+        step = self.config.batch_size
+        for s in range(0, len(perm), step):
+            idx = perm[s : s + step]
+            z = self._forward(train.take(idx)) + offset[idx]
+            loss = F.binary_cross_entropy_with_logits(z, y[idx], weight=weight[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * len(idx)
+        return float(loss_sum) / len(perm)
+
+    def _check_output(self, batch: dict[str, torch.Tensor]) -> None:
+        assert self.network is not None
+        n = next(iter(batch.values())).shape[0]
+        was_training = self.network.training
+        self.network.eval()
+        with torch.no_grad():
+            out = self._forward(batch)
+        self.network.train(was_training)
+        if out.shape != (n,) or not out.is_floating_point():
+            raise ConfigError(
+                f"coordinate '{self.name}': the network must return one float logit per row, "
+                f"shape ({n},) or ({n}, 1), for a batch of {n} rows. Got {out.dtype} of shape "
+                f"{tuple(out.shape)}"
+            )
+
+    def _forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        assert self.network is not None
+        out = self.network(batch)
+        return out.squeeze(-1) if out.dim() == 2 and out.shape[1] == 1 else out
+
+    def _validation_auc(self, validation: Validation | None) -> float | None:
+        if validation is None:
+            return None
+        s = self.score(self._to_device(validation.design))
+        return roc_auc(validation.y, validation.offset + s, sample_weight=validation.weight)
+
+    def _copy_state(self) -> dict[str, torch.Tensor]:
+        assert self.network is not None
+        return {k: v.detach().clone() for k, v in self.network.state_dict().items()}
+
+    def score(self, design: DeepDesign) -> np.ndarray:
+        """Per-row logit ``f(x)`` (float64), in eval mode, in batches, without gradients."""
+        assert self.network is not None
+        net = self.network
+        was_training = net.training
+        net.eval()
+        out = np.empty(len(design), dtype=np.float64)
+        step = max(self.config.batch_size, _SCORE_BATCH)
+        with torch.no_grad():
+            for s in range(0, len(design), step):
+                batch = {k: t.to(self.device) for k, t in design.rows(s, s + step).items()}
+                out[s : s + step] = self._forward(batch).double().cpu().numpy()
+        net.train(was_training)
+        return out
+
+    def get_state(self) -> dict[str, Any]:
+        """Copy of the network's weights (on the CPU) and hyper-parameters."""
+        state = {k: v.cpu() for k, v in self._copy_state().items()}
+        return {"state_dict": state, "params": dict(self.params)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore weights from :meth:`get_state`."""
+        assert self.network is not None
+        self.network.load_state_dict(state["state_dict"])
+        self.params = dict(state["params"])
+
+    # -- persistence --------------------------------------------------------
+    @classmethod
+    def load(
+        cls, folder: Path, config: DeepFixedEffectConfig, params: dict[str, Any]
+    ) -> TorchFixedEffect:
+        """Read a coordinate written by :meth:`save`.
+
+        A model trained with ``device: cuda`` loads on a machine without a GPU with
+        ``device: auto`` (the CPU) instead of failing.
+        """
+        if config.device == "cuda" and not torch.cuda.is_available():
+            config = config.model_copy(update={"device": "auto"})
+        coord = super().load(folder, config, params)
+        assert isinstance(coord, TorchFixedEffect)
+        return coord
+
+    def _save_params(self, folder: Path) -> None:
+        assert self.encoder is not None
+        meta = {
+            "format_version": _FORMAT,
+            "encoder": self.encoder.to_dict(),
+            "schema": self.schema.to_dict(),
+            "architecture": self.config.architecture.model_dump(mode="json"),
+        }
+        (folder / "deep.json").write_text(json.dumps(meta, indent=1))
+        state = {k: v.cpu() for k, v in self._copy_state().items()}
+        torch.save(state, folder / "state_dict.pt")
+
+    def _load_params(self, folder: Path) -> None:
+        assert self.features is not None
+        meta = json.loads((folder / "deep.json").read_text())
+        if meta.get("format_version") != _FORMAT:
+            raise ValueError(f"deep.json format version {meta.get('format_version')} unknown")
+        self.encoder = DeepEncoder.from_dict(meta["encoder"], self.features)
+        self.network = self._new_network()
+        try:
+            state = torch.load(folder / "state_dict.pt", map_location="cpu", weights_only=True)
+            self.network.load_state_dict(state)
+        except (RuntimeError, pickle.UnpicklingError, EOFError) as err:
+            raise ValueError(f"state_dict.pt does not fit the architecture: {err}") from None
+        self.network.to(self.device)
