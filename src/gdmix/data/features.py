@@ -153,43 +153,39 @@ class FeatureIndex:
         return [*self.numeric, *self.categorical, *self.bags]
 
     def transform(self, frame: pd.DataFrame, where: str) -> sp.csr_matrix:
-        """Encode ``frame`` into a CSR design matrix (float64) of ``n_features`` columns."""
+        """Encode ``frame`` into a CSR design matrix (float64) of ``n_features`` columns.
+
+        Each block (numeric, each categorical, each bag) is built directly in CSR form
+        and the blocks are stacked side by side: no coordinate-format sort of every value.
+        """
         require_columns(frame, self.columns(), where)
         n = len(frame)
-        rows_parts, cols_parts, vals_parts = [], [], []
-        offset = 0
+        blocks: list[sp.csr_matrix] = []
         if self.numeric:
-            block = np.column_stack([check_finite_numeric(frame, c, where) for c in self.numeric])
-            r, c = np.nonzero(block)
-            rows_parts.append(r)
-            cols_parts.append(c + offset)
-            vals_parts.append(block[r, c])
-            offset += len(self.numeric)
+            block = np.empty((n, len(self.numeric)))
+            for i, c in enumerate(self.numeric):
+                block[:, i] = check_finite_numeric(frame, c, where)
+            blocks.append(sp.csr_matrix(block))
         for col, levels in self.categorical.items():
             strs = _category_strings(frame[col])
             codes = pd.Index(levels, dtype=object).get_indexer(strs).astype(np.int64)
-            r = np.flatnonzero(codes >= 0)
-            rows_parts.append(r)
-            cols_parts.append(codes[r] + offset)
-            vals_parts.append(np.ones(len(r)))
-            offset += len(levels)
+            present = codes >= 0
+            indptr = np.concatenate([[0], np.cumsum(present)])
+            blocks.append(sp.csr_matrix((np.ones(int(present.sum())), codes[present], indptr),
+                                        shape=(n, len(levels))))  # fmt: skip
         for col, keys in self.bags.items():
             r, k, v = _bag_arrays(frame, col, where)
             idx = pd.Index(keys).get_indexer(k) if len(k) else np.zeros(0, dtype=np.int64)
             keep = idx >= 0
-            rows_parts.append(r[keep])
-            cols_parts.append(idx[keep].astype(np.int64) + offset)
-            vals_parts.append(v[keep])
-            offset += len(keys)
-        if rows_parts:
-            rows = np.concatenate(rows_parts)
-            cols = np.concatenate(cols_parts)
-            vals = np.concatenate(vals_parts)
-        else:
-            rows = cols = np.zeros(0, dtype=np.int64)
-            vals = np.zeros(0)
-        mat = sp.csr_matrix((vals, (rows, cols)), shape=(n, offset), dtype=np.float64)
-        mat.sum_duplicates()
+            rows = r[keep]  # parent rows come in order, so this is already row-major
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))])
+            bag = sp.csr_matrix((v[keep], idx[keep], indptr), shape=(n, len(keys)))
+            bag.sum_duplicates()  # a key repeated in one row adds up
+            blocks.append(bag)
+        if not blocks:
+            return sp.csr_matrix((n, 0), dtype=np.float64)
+        mat = blocks[0] if len(blocks) == 1 else sp.hstack(blocks, format="csr")
+        mat = sp.csr_matrix(mat, dtype=np.float64)
         mat.sort_indices()
         return mat
 
