@@ -168,7 +168,10 @@ class _Trainer:
                 v.designs[coord.name], v.roles.y, v.roles.weight, offsets[v.name]
             )
         selection = self.validation if self.validation is not None else self.train
-        best: tuple[float, dict[str, Any], dict[str, np.ndarray]] | None = None
+        # Training-set metrics (a sort of every training row) only for the kept candidate
+        # when validation data chooses among several.
+        deferred = self.validation is not None and len(candidates) > 1
+        best: tuple[float, dict[str, Any], dict[str, np.ndarray], dict[str, Any]] | None = None
         for params in candidates:
             start = time.perf_counter()
             diag = coord.fit(
@@ -184,6 +187,8 @@ class _Trainer:
             record: dict[str, Any] = {"pass": pass_no, "coordinate": coord.name, "params": params}
             goodness = -np.inf
             for t in self._tables():
+                if deferred and t is self.train:
+                    continue
                 m = t.metrics(offsets[t.name] + new_scores[t.name])
                 record[f"{t.name.split()[0]}_auc"] = m["auc"]
                 record[f"{t.name.split()[0]}_log_loss"] = m["log_loss"]
@@ -195,11 +200,14 @@ class _Trainer:
                 cb(record)
             if best is None or goodness > best[0]:
                 state = coord.get_state() if len(candidates) > 1 else {}
-                best = (goodness, state, new_scores)
+                best = (goodness, state, new_scores, record)
         assert best is not None
         if len(candidates) > 1:
             coord.set_state(best[1])
             logger.info("  %s: selected %s", coord.name, coord.params)
+        if deferred:
+            m = self.train.metrics(offsets[self.train.name] + best[2][self.train.name])
+            best[3].update(train_auc=m["auc"], train_log_loss=m["log_loss"])
         for t in self._tables():
             t.scores[coord.name] = best[2][t.name]
 
