@@ -62,6 +62,14 @@ def _build_parser() -> argparse.ArgumentParser:
         help="dask scheduler address, e.g. tcp://10.0.0.1:8786 (default: a LocalCluster)",
     )
     train.add_argument("--n-workers", type=int, help="workers of the LocalCluster (dask)")
+    train.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes on this machine for data-parallel training of the deep coordinates\n"
+        "(torch.distributed; default 1). See docs/deep.md for several machines",
+    )
 
     score = sub.add_parser(
         "score",
@@ -102,10 +110,39 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cmd_train_distributed(args: argparse.Namespace) -> int:
+    """``gdmix train --nproc N`` (N > 1): N local processes, see gdmix.deep.distributed."""
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1. Got {args.nproc} instead")
+    if args.engine == "dask" or args.scheduler is not None or args.n_workers is not None:
+        raise ConfigError(
+            "--nproc trains with torch.distributed on this machine; it does not combine with "
+            "the dask engine (--engine dask, --scheduler, --n-workers)"
+        )
+    from gdmix.deep.distributed import DistributedError, launch
+
+    extra = ["--n-threads", str(args.n_threads)] if args.n_threads is not None else []
+    if args.engine is not None:
+        extra += ["--engine", args.engine]
+    if args.no_progress or args.quiet:
+        extra.append("--no-progress")
+    if args.quiet:
+        extra.append("--quiet")
+    try:
+        report = launch(args.config, args.output, args.nproc, extra)
+    except DistributedError as err:
+        print(f"gdmix train: error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from gdmix.config import load_config, parse_config
     from gdmix.training import fit, log_callback
 
+    if args.nproc != 1:
+        return _cmd_train_distributed(args)
     config = load_config(args.config)
     raw = config.model_dump()
     training, dask = raw["training"], raw["training"]["dask"]

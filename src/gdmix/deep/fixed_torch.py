@@ -10,6 +10,15 @@ coordinate descent the network refines itself against the random effects' scores
 Model folder: ``features.json`` (index map), ``deep.json`` (encoder: categorical
 order, hash buckets, numeric standardisation, text vocabulary; input schema;
 architecture) and ``state_dict.pt`` (``torch.save`` of the CPU state dict).
+
+Data parallelism: when ``torch.distributed`` is initialised with more than one process
+(see :mod:`gdmix.deep.distributed`), :meth:`TorchFixedEffect.fit` wraps the network in
+``DistributedDataParallel``. Every rank draws the same permutation; each global
+minibatch of ``batch_size`` rows is split between the ranks, and each rank's loss is
+scaled so that the averaged gradient is the gradient of the global minibatch's mean
+loss, as in a single process. Validation and early stopping use the whole validation
+table on every rank, with rank 0's AUC as the one every rank acts on, so all ranks
+take the same decisions and end with the same weights.
 """
 
 from __future__ import annotations
@@ -18,14 +27,17 @@ import json
 import pickle
 import time
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import distributed as dist
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from gdmix.deep.batches import DeepDesign, DeepEncoder, InputSchema
 from gdmix.deep.config import DeepFixedEffectConfig
@@ -34,10 +46,54 @@ from gdmix.effects.base import Coordinate, Validation
 from gdmix.errors import ConfigError, DataError
 from gdmix.metrics import roc_auc
 
-__all__ = ["TorchFixedEffect", "resolve_device"]
+__all__ = ["TorchFixedEffect", "resolve_device", "set_process_group"]
 
 _FORMAT = 1
 _SCORE_BATCH = 8192
+
+# Process group of data-parallel training; None is torch.distributed's default group.
+_PROCESS_GROUP: Any = None
+
+
+def set_process_group(group: Any) -> None:
+    """Use ``group`` for data-parallel training of deep coordinates (``None``: the default
+    group of ``torch.distributed``)."""
+    global _PROCESS_GROUP
+    _PROCESS_GROUP = group
+
+
+def _world() -> tuple[Any, int, int] | None:
+    """``(group, rank, world size)`` when torch.distributed runs several processes."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    group = _PROCESS_GROUP
+    size = dist.get_world_size(group)
+    return (group, dist.get_rank(group), size) if size > 1 else None
+
+
+def _rank0(group: Any) -> int:
+    """Global rank of ``group``'s rank 0."""
+    return 0 if group is None else dist.get_global_rank(group, 0)
+
+
+def _shards(
+    perm: torch.Tensor, global_batch: int, rank: int, size: int
+) -> Iterator[tuple[torch.Tensor, int]]:
+    """Rank ``rank``'s rows of each global minibatch of ``perm``, and that batch's size.
+
+    Every rank gets the same number of steps. A global batch of ``b`` rows is cut into
+    ``size`` contiguous parts of ``b // size`` or ``b // size + 1`` rows; a last batch of
+    fewer than ``size`` rows is padded with rows from the start of the permutation so that
+    no rank gets an empty batch.
+    """
+    n = len(perm)
+    for start in range(0, n, global_batch):
+        chunk = perm[start : start + global_batch]
+        b = len(chunk)
+        if b < size:
+            extra = torch.arange(size - b, device=perm.device) % n
+            chunk, b = torch.cat([chunk, perm[extra]]), size
+        yield chunk[rank * b // size : (rank + 1) * b // size], b
 
 
 def resolve_device(device: str) -> torch.device:
@@ -102,6 +158,8 @@ class TorchFixedEffect(Coordinate):
         self.epoch_history: list[dict[str, Any]] = []
         self._n_fits = 0
         self._on_device: dict[int, tuple[weakref.ref[DeepDesign], DeepDesign]] = {}
+        # (network, process group, DistributedDataParallel wrapper), made once per network
+        self._ddp: tuple[nn.Module, Any, nn.Module] | None = None
 
     # -- data ---------------------------------------------------------------
     @property
@@ -186,17 +244,24 @@ class TorchFixedEffect(Coordinate):
         gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + self._n_fits) % 2**63)
         devices = [self.device] if self.device.type == "cuda" else []
         self._check_output(train.rows(0, min(n, 2)))
+        world = _world()
+        model = self._wrap(world) if world is not None else net
+        rank = world[1] if world is not None else 0
         start = time.perf_counter()
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed((cfg.seed + self._n_fits) % 2**63)
-            best = self._validation_auc(validation)
+            # Dropout masks differ between ranks; the shuffling (gen) does not.
+            torch.manual_seed((cfg.seed + self._n_fits + 1_000_033 * rank) % 2**63)
+            best = self._validation_auc(validation, world)
             best_state = self._copy_state() if validation is not None else {}
             best_epoch, stale = 0, 0
             history: list[dict[str, Any]] = [{"epoch": 0, "validation_auc": best}]
             for epoch in range(1, cfg.max_epochs + 1):
                 perm = torch.randperm(n, generator=gen).to(self.device)
-                loss = self._epoch(opt, train, yt, wt, ot, perm)
-                auc = self._validation_auc(validation)
+                if world is None:
+                    loss = self._epoch(opt, train, yt, wt, ot, perm)
+                else:
+                    loss = self._epoch_ddp(model, world, opt, train, yt, wt, ot, perm)
+                auc = self._validation_auc(validation, world)
                 history.append({"epoch": epoch, "train_loss": loss, "validation_auc": auc})
                 if auc is None:
                     best_epoch = epoch
@@ -212,7 +277,7 @@ class TorchFixedEffect(Coordinate):
         self._n_fits += 1
         self.params, self.fitted, self.epoch_history = {"l2": l2}, True, history
         epochs = len(history) - 1
-        return {
+        diag = {
             "epochs": epochs,
             "best_epoch": best_epoch,
             "best_epoch_auc": best,
@@ -220,6 +285,63 @@ class TorchFixedEffect(Coordinate):
             "examples_per_second": n * epochs / seconds if seconds > 0 else None,
             "device": str(self.device),
         }
+        if world is not None:
+            diag["world_size"] = world[2]
+        return diag
+
+    def _wrap(self, world: tuple[Any, int, int]) -> nn.Module:
+        """The network in ``DistributedDataParallel`` (made once per network and group: a
+        second wrapper of the same parameters would reduce their gradients twice)."""
+        assert self.network is not None
+        group = world[0]
+        if self._ddp is None or self._ddp[0] is not self.network or self._ddp[1] is not group:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapper = DistributedDataParallel(
+                self.network,
+                device_ids=ids,
+                output_device=ids[0] if ids else None,
+                process_group=group,
+                # Built-in networks use every parameter in every step; a custom one may not.
+                find_unused_parameters=self.config.architecture.kind == "custom",
+            )
+            self._ddp = (self.network, group, wrapper)
+        return self._ddp[2]
+
+    def _epoch_ddp(
+        self,
+        model: nn.Module,
+        world: tuple[Any, int, int],
+        opt: torch.optim.Optimizer,
+        train: DeepDesign,
+        y: torch.Tensor,
+        weight: torch.Tensor,
+        offset: torch.Tensor,
+        perm: torch.Tensor,
+    ) -> float:
+        """One data-parallel pass: this rank's share of every global minibatch. Its loss,
+        the weighted sum over its rows times ``world size / global batch rows``, has
+        gradients that DDP averages into the global minibatch's mean-loss gradient."""
+        assert self.network is not None
+        group, rank, size = world
+        self.network.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        rows = 0
+        for idx, b in _shards(perm, max(self.config.batch_size, size), rank, size):
+            z = self._forward(train.take(idx), model) + offset[idx]
+            row_loss = F.binary_cross_entropy_with_logits(
+                z, y[idx], weight=weight[idx], reduction="sum"
+            )
+            opt.zero_grad(set_to_none=True)
+            (row_loss * (size / b)).backward()
+            opt.step()
+            loss_sum += row_loss.detach()
+            rows += len(idx)
+        # Buffers (e.g. batch-norm statistics) as on rank 0, so every rank scores alike.
+        for buffer in self.network.buffers():
+            dist.broadcast(buffer, src=_rank0(group), group=group)
+        totals = torch.stack([loss_sum, torch.tensor(float(rows), device=self.device).double()])
+        dist.all_reduce(totals, group=group)
+        return float(totals[0] / totals[1])
 
     def _epoch(
         self,
@@ -260,16 +382,28 @@ class TorchFixedEffect(Coordinate):
                 f"{tuple(out.shape)}"
             )
 
-    def _forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _forward(
+        self, batch: dict[str, torch.Tensor], module: nn.Module | None = None
+    ) -> torch.Tensor:
         assert self.network is not None
-        out = self.network(batch)
+        out = (module or self.network)(batch)
         return out.squeeze(-1) if out.dim() == 2 and out.shape[1] == 1 else out
 
-    def _validation_auc(self, validation: Validation | None) -> float | None:
+    def _validation_auc(
+        self, validation: Validation | None, world: tuple[Any, int, int] | None = None
+    ) -> float | None:
+        """AUC of ``offset + f(x)`` on the whole validation table. Under data parallelism
+        every rank computes it and rank 0's value is used by all (identical decisions)."""
         if validation is None:
             return None
         s = self.score(self._to_device(validation.design))
-        return roc_auc(validation.y, validation.offset + s, sample_weight=validation.weight)
+        auc = roc_auc(validation.y, validation.offset + s, sample_weight=validation.weight)
+        if world is not None:
+            group = world[0]
+            value = torch.tensor([auc], dtype=torch.float64, device=self.device)
+            dist.broadcast(value, src=_rank0(group), group=group)
+            auc = float(value.item())
+        return auc
 
     def _copy_state(self) -> dict[str, torch.Tensor]:
         assert self.network is not None
