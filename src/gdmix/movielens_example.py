@@ -119,10 +119,21 @@ def run_example(
 
     ``tables`` (train, validation, test) skips loading and splitting the data.
     """
+    config = example_config(tuned, n_threads=n_threads)
+    return _train_and_test(config, tables, seed, data_dir, callbacks)
+
+
+def _train_and_test(
+    config: GDMixConfig,
+    tables: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None,
+    seed: int,
+    data_dir: str | None,
+    callbacks: list[Callback] | None,
+) -> ExampleResult:
+    """Train ``config`` on the split and report test AUC after each coordinate."""
     if tables is None:
         tables = split_movielens(load_movielens_100k(data_dir), seed=seed)
     train, validation, test = tables
-    config = example_config(tuned, n_threads=n_threads)
     start = time.perf_counter()
     model = fit(config, train, validation, callbacks=callbacks)
     seconds = time.perf_counter() - start
@@ -212,13 +223,5 @@ def run_deep_example(
     ``settings`` go to :func:`deep_example_config`; ``tables`` (train, validation, test)
     skips loading and splitting the data.
     """
-    if tables is None:
-        tables = split_movielens(load_movielens_100k(data_dir), seed=seed)
-    train, validation, test = tables
     config = deep_example_config(kind, **settings)
-    start = time.perf_counter()
-    model = fit(config, train, validation, callbacks=callbacks)
-    seconds = time.perf_counter() - start
-    metrics = model.evaluate(test)
-    auc = [metrics[f"auc_after@{name}"] for name, _ in EXAMPLE_STAGES]
-    return ExampleResult(auc, model, seconds)
+    return _train_and_test(config, tables, seed, data_dir, callbacks)
