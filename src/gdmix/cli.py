@@ -138,26 +138,21 @@ def _cmd_train_distributed(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from gdmix.config import load_config, parse_config
+    from gdmix.config import load_config, model_output, with_overrides
     from gdmix.training import fit, log_callback
 
     if args.nproc != 1:
         return _cmd_train_distributed(args)
-    config = load_config(args.config)
-    raw = config.model_dump()
-    training, dask = raw["training"], raw["training"]["dask"]
-    for key, value in (("n_threads", args.n_threads), ("engine", args.engine)):
-        if value is not None:
-            training[key] = value
-    if args.no_progress or args.quiet:
-        training["progress"] = False
-    for key, value in (("scheduler", args.scheduler), ("n_workers", args.n_workers)):
-        if value is not None:
-            dask[key] = value
-    config = parse_config(raw, where="command line")
-    output = args.output or (Path(config.output) if config.output else None)
-    if output is None:
-        raise ConfigError("no model directory: set 'output' in the config or pass --output")
+    config = with_overrides(
+        load_config(args.config),
+        training={
+            "n_threads": args.n_threads,
+            "engine": args.engine,
+            "progress": False if args.no_progress or args.quiet else None,
+        },
+        dask={"scheduler": args.scheduler, "n_workers": args.n_workers},
+    )
+    output = model_output(config, args.output)
     model = fit(config, callbacks=[log_callback])
     if config.data.test is not None:
         model.metrics["test"] = model.evaluate(config.data.test, where="test data")

@@ -36,6 +36,8 @@ __all__ = [
     "TrainingConfig",
     "format_validation_error",
     "load_config",
+    "model_output",
+    "with_overrides",
 ]
 
 
@@ -319,6 +321,43 @@ def parse_config(raw: dict[str, Any], where: str = "config") -> GDMixConfig:
         return GDMixConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, where)) from None
+
+
+def with_overrides(
+    config: GDMixConfig,
+    *,
+    training: dict[str, Any] | None = None,
+    dask: dict[str, Any] | None = None,
+    where: str = "command line",
+) -> GDMixConfig:
+    """A copy of ``config`` with ``training`` and ``training.dask`` settings replaced.
+
+    ``None`` values are ignored; the result is validated like a config file.
+
+    Raises
+    ------
+    ConfigError
+        When an override breaks a rule (``n_workers: 0``...).
+    """
+    raw = config.model_dump()
+    raw["training"].update({k: v for k, v in (training or {}).items() if v is not None})
+    raw["training"]["dask"].update({k: v for k, v in (dask or {}).items() if v is not None})
+    return parse_config(raw, where=where)
+
+
+def model_output(config: GDMixConfig, output: str | os.PathLike[str] | None) -> Path:
+    """The model directory: ``output`` if given, else the config's.
+
+    Raises
+    ------
+    ConfigError
+        When neither names one.
+    """
+    if output is not None:
+        return Path(output)
+    if config.output is None:
+        raise ConfigError("no model directory: set 'output' in the config or pass --output")
+    return Path(config.output)
 
 
 def load_config(path: str | os.PathLike[str]) -> GDMixConfig:

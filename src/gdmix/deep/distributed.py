@@ -106,23 +106,19 @@ def _prepare(args: argparse.Namespace, world_size: int) -> tuple[GDMixConfig, Pa
     ConfigError
         When the job cannot run data-parallel (see the messages).
     """
-    from gdmix.config import load_config, parse_config
+    from gdmix.config import load_config, model_output, with_overrides
 
     if importlib.util.find_spec("torch") is None:
         raise ConfigError("data-parallel training needs PyTorch: pip install 'gdmix[deep]'")
-    config = load_config(args.config)
-    raw = config.model_dump()
-    training = raw["training"]
-    if args.n_threads is not None:
-        training["n_threads"] = args.n_threads
-    if args.engine is not None:
-        training["engine"] = args.engine
-    if args.no_progress or args.quiet:
-        training["progress"] = False
-    config = parse_config(raw, where="command line")
-    output = args.output or (Path(config.output) if config.output else None)
-    if output is None:
-        raise ConfigError("no model directory: set 'output' in the config or pass --output")
+    config = with_overrides(
+        load_config(args.config),
+        training={
+            "n_threads": args.n_threads,
+            "engine": args.engine,
+            "progress": False if args.no_progress or args.quiet else None,
+        },
+    )
+    output = model_output(config, args.output)
     if config.training.engine != "local":
         raise ConfigError(
             "data-parallel training (--nproc, torchrun) runs the 'local' engine; "
