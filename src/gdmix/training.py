@@ -29,7 +29,7 @@ from gdmix.errors import ConfigError
 from gdmix.metrics import evaluate as evaluate_scores
 from gdmix.model import GDMixModel, make_coordinate
 
-__all__ = ["Callback", "fit", "log_callback"]
+__all__ = ["Callback", "fit", "load_saved_coordinate", "log_callback"]
 
 logger = logging.getLogger("gdmix")
 
@@ -74,7 +74,7 @@ def log_callback(record: dict[str, Any]) -> None:
     logger.info("  ".join(parts))
 
 
-def _load_locked(config: Any) -> Coordinate:
+def load_saved_coordinate(config: Any) -> Coordinate:
     """The coordinate of the same name and type in ``config.init_model``."""
     model = GDMixModel.load(config.init_model)
     try:
@@ -108,7 +108,7 @@ class _Trainer:
         self.locked: set[str] = set()
         for cc in config.coordinates:
             if cc.locked:
-                coord = _load_locked(cc)
+                coord = load_saved_coordinate(cc)
                 self.locked.add(cc.name)
             elif cc.init_model is not None:
                 # Warm start (and, for incremental random effects, the prior).
@@ -118,7 +118,7 @@ class _Trainer:
                         f"is supported for fixed and random coordinates, not '{cc.type}'"
                     )
                 coord = make_coordinate(cc)
-                coord.build(train, base=_load_locked(cc))
+                coord.build(train, base=load_saved_coordinate(cc))
             else:
                 coord = make_coordinate(cc)
                 coord.build(train)

@@ -43,6 +43,7 @@ from gdmix.losses import logistic_loss
 from gdmix.metrics import evaluate as evaluate_scores
 from gdmix.model import GDMixModel, make_coordinate
 from gdmix.solvers.lbfgs import column_sums, loss_sums, minimize_logistic
+from gdmix.training import load_saved_coordinate
 
 __all__ = ["connect", "fit_dask"]
 
@@ -233,11 +234,9 @@ class _DaskTrainer:
         self.designs: dict[str, Any] = {}
         self.scores: dict[str, list[Any]] = {}
         self.bucket_results: dict[str, list[Any]] = {}
-        from gdmix.training import _load_locked
-
         for cc in config.coordinates:
             if cc.locked:
-                coord = _load_locked(cc)
+                coord = load_saved_coordinate(cc)
                 self.locked.add(cc.name)
             else:
                 coord = make_coordinate(cc)
