@@ -11,6 +11,7 @@ import pytest
 
 from gdmix.cli import main
 from gdmix.effects.random_effect import RandomEffect
+from gdmix.errors import OutputError
 from gdmix.model import GDMixModel
 
 
@@ -216,7 +217,7 @@ def test_failed_save_keeps_the_old_model(toy_job, trained_toy_model, monkeypatch
         raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(RandomEffect, "_save_params", failing_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match="disk full"):
         model.save(model_dir)
     monkeypatch.undo()
 

@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 
 from gdmix.config import load_config
 from gdmix.data.movielens import load_movielens_100k, split_movielens
-from gdmix.movielens_example import deep_example_config, run_deep_example
+from gdmix.examples.movielens import deep_example_config, run_deep_example
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = os.environ.get("GDMIX_TEST_DEVICE", "cpu")

@@ -23,11 +23,11 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from gdmix.cli import main as cli_main  # noqa: E402
 from gdmix.config import parse_config  # noqa: E402
-from gdmix.deep.config import DeepFixedEffectConfig  # noqa: E402
+from gdmix.config_deep import DeepFixedEffectConfig  # noqa: E402
 from gdmix.deep.fixed_torch import TorchFixedEffect  # noqa: E402
 from gdmix.deep.text import hash_bucket  # noqa: E402
 from gdmix.effects.base import Validation  # noqa: E402
-from gdmix.errors import ConfigError, DataError  # noqa: E402
+from gdmix.errors import ConfigError, DataError, ModelDirectoryError  # noqa: E402
 from gdmix.metrics import roc_auc  # noqa: E402
 from gdmix.model import GDMixModel  # noqa: E402
 from gdmix.training import fit  # noqa: E402
@@ -271,7 +271,10 @@ def test_architecture_end_to_end_through_gdmix_fit(
     assert list(scores.columns) == ["uid", "global", "per_user", "total"]
     path = model.save(tmp_path / "model")
     assert (path / "coordinates" / "global" / "state_dict.pt").is_file()
-    again = GDMixModel.load(path)
+    if kind == "custom":  # a manifest's code is imported only when trusted
+        with pytest.raises(ModelDirectoryError, match="trust_custom_code"):
+            GDMixModel.load(path)
+    again = GDMixModel.load(path, trust_custom_code=kind == "custom")
     pd.testing.assert_frame_equal(again.score(test), scores)
 
 
@@ -291,7 +294,7 @@ def test_hashed_categorical_codes_and_unseen_values() -> None:
 
 def test_gdmix_imports_without_torch() -> None:
     code = (
-        "import sys, gdmix, gdmix.config, gdmix.training, gdmix.model, gdmix.deep.config, "
+        "import sys, gdmix, gdmix.config, gdmix.training, gdmix.model, gdmix.config_deep, "
         "gdmix.deep.text; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -9,7 +9,7 @@ import pytest
 
 import gdmix
 from gdmix.config import parse_config
-from gdmix.errors import ModelDirectoryError
+from gdmix.errors import ModelDirectoryError, OutputError
 
 
 def _data(seed: int, n: int = 1200) -> pd.DataFrame:
@@ -128,7 +128,7 @@ def test_save_replaces_a_model_but_not_other_folders(trained, tmp_path):
     other = tmp_path / "notes"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    with pytest.raises(ModelDirectoryError, match="not a gdmix model"):
+    with pytest.raises(OutputError, match="does not hold a gdmix model"):
         model.save(other)
     assert (other / "keep.txt").read_text() == "mine"
 

@@ -40,7 +40,7 @@ def _config(n_passes: int, l2=(1.0, 2.0, 0.5), **training) -> gdmix.GDMixConfig:
                  "features": {"numeric": ["x2"]}, "tol": 1e-12},
                 {"name": "i", "type": "random", "entity": "item", "l2": l2[2]},
             ],
-            "training": {"n_passes": n_passes, "progress": False, **training},
+            "training": {"n_passes": n_passes, "progress": False, "tol": 0.0, **training},
         }
     )  # fmt: skip
 

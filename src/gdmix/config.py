@@ -8,6 +8,7 @@ from YAML with :func:`load_config`.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,7 +23,7 @@ from gdmix.config_base import (
     sorted_grid,
     validate_penalty,
 )
-from gdmix.deep.config import DeepFixedEffectConfig, GBDTFixedEffectConfig
+from gdmix.config_deep import DeepFixedEffectConfig, GBDTFixedEffectConfig
 from gdmix.errors import ConfigError
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "FixedEffectConfig",
     "GDMixConfig",
     "RandomEffectConfig",
+    "StrictYAMLLoader",
     "TrainingConfig",
     "format_validation_error",
     "load_config",
@@ -170,10 +172,20 @@ class DataConfig(StrictModel):
     train: str | None = None
     validation: str | None = None
     test: str | None = None
-    label: str = "label"
-    weight: str | None = None
-    offset: str | None = None
-    uid: str | None = None
+    label: str = Field(default="label", min_length=1)
+    weight: str | None = Field(default=None, min_length=1)
+    offset: str | None = Field(default=None, min_length=1)
+    uid: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _check_distinct(self) -> DataConfig:
+        roles = {k: getattr(self, k) for k in ("label", "weight", "offset", "uid")}
+        named = [(k, v) for k, v in roles.items() if v is not None]
+        for i, (k, v) in enumerate(named):
+            for k2, v2 in named[i + 1 :]:
+                if v == v2:
+                    raise ValueError(f"'{k}' and '{k2}' name the same column {v!r}")
+        return self
 
 
 class DaskConfig(StrictModel):
@@ -207,6 +219,10 @@ class TrainingConfig(StrictModel):
     ----------
     n_passes : int
         Maximum number of passes over the coordinates.
+    tol : float
+        Without validation data, training stops after a pass that changes the training
+        objective (log loss plus the coordinates' penalties) by less than this, relative
+        to the objective; the history records why it stopped.
     metric : {"auc", "log_loss"}
         Validation metric for early stopping and the ``l2`` search.
     early_stopping : bool
@@ -233,6 +249,7 @@ class TrainingConfig(StrictModel):
     """
 
     n_passes: int = Field(default=1, ge=1)
+    tol: float = Field(default=1e-7, ge=0, allow_inf_nan=False)
     metric: Literal["auc", "log_loss"] = "auc"
     early_stopping: bool = True
     min_delta: float = Field(default=1e-5, ge=0)
@@ -270,8 +287,38 @@ class GDMixConfig(StrictModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"coordinate names must be unique. Got {dupes} more than once")
-        if "total" in names:
-            raise ValueError("'total' is reserved for the sum of scores; rename that coordinate")
+        d = self.data
+        reserved = {
+            "total": "the sum of scores",
+            "offset": "the offset column of the scores",
+            d.label: "the label column",
+        }
+        if d.uid is not None:
+            reserved[d.uid] = "the uid column of the scores"
+        for name in names:
+            if name in reserved:
+                raise ValueError(
+                    f"coordinate name '{name}' is reserved for {reserved[name]}; rename the "
+                    "coordinate"
+                )
+        roles = {d.label: "label", d.offset: "offset"}
+        for c in self.coordinates:
+            used = c.features.columns()
+            for col in used:
+                if col in roles:
+                    raise ValueError(
+                        f"coordinate '{c.name}' uses the {roles[col]} column '{col}' as a "
+                        "feature; a model cannot learn from its own " + roles[col]
+                    )
+            entity = getattr(c, "entity", None)
+            if entity is not None and entity in used:
+                raise ValueError(
+                    f"coordinate '{c.name}' uses its entity column '{entity}' as a feature; "
+                    "the per-entity intercept already plays that part"
+                )
+            dupe_cols = sorted({x for x in used if used.count(x) > 1})
+            if dupe_cols:
+                raise ValueError(f"coordinate '{c.name}' lists feature column(s) {dupe_cols} twice")
         return self
 
     def resolve_paths(self, base: str | os.PathLike[str]) -> GDMixConfig:
@@ -360,6 +407,39 @@ def model_output(config: GDMixConfig, output: str | os.PathLike[str] | None) -> 
     return Path(config.output)
 
 
+class StrictYAMLLoader(yaml.SafeLoader):
+    """YAML's safe loader with two traps closed.
+
+    - A key given twice in one mapping is an error (instead of the last one winning).
+    - Only ``true``/``false`` are booleans (YAML 1.2): ``on``, ``off``, ``yes``, ``no``
+      stay strings, so a column named ``off`` is not read as ``False``.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (line "
+                    f"{seen[key] + 1} and line {mark.line + 1})", mark,
+                )  # fmt: skip
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+StrictYAMLLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+StrictYAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
 def load_config(path: str | os.PathLike[str]) -> GDMixConfig:
     """Load a YAML config file; relative paths in it are resolved against its folder.
 
@@ -374,7 +454,7 @@ def load_config(path: str | os.PathLike[str]) -> GDMixConfig:
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=StrictYAMLLoader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
     return parse_config(raw, where=str(path)).resolve_paths(path.parent)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "MAX_L2",
     "CoordinateBase",
     "FeatureConfig",
     "L2Value",
@@ -46,24 +48,36 @@ class FeatureConfig(StrictModel):
         return [*self.numeric, *self.categorical, *self.bags]
 
 
-L2Value = Annotated[float, Field(ge=0.0)]
+#: Largest penalty accepted: beyond it every coefficient is 0 to machine precision, so a
+#: larger value is a typo (or ``.inf``).
+MAX_L2 = 1e12
+
+L2Value = Annotated[float, Field(ge=0.0, le=MAX_L2, allow_inf_nan=False)]
 
 
 def validate_penalty(value: Any) -> Any:
-    """Reject an empty list and negative values with a message naming the value."""
+    """Reject an empty list, booleans, and negative, non-finite or absurd values with a
+    message naming the value."""
     values = value if isinstance(value, list) else [value]
     if isinstance(value, list) and not value:
         raise ValueError("must be a number or a non-empty list of numbers")
     for v in values:
-        if isinstance(v, int | float) and not isinstance(v, bool) and v < 0:
-            raise ValueError(f"must be >= 0. Got {v} instead")
+        if isinstance(v, bool):
+            raise ValueError(f"must be a number. Got {v} instead")
+        if isinstance(v, int | float):
+            if math.isnan(v) or math.isinf(v):
+                raise ValueError(f"must be a finite number. Got {v} instead")
+            if v < 0:
+                raise ValueError(f"must be >= 0. Got {v} instead")
+            if v > MAX_L2:
+                raise ValueError(f"must be <= {MAX_L2:g}. Got {v} instead")
     return value
 
 
 class CoordinateBase(StrictModel):
     """Settings every coordinate has: name, features, l2 (or a grid), intercept, locking."""
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     l2: L2Value | list[L2Value] = 1.0
     intercept: bool = True

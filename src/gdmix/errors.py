@@ -22,3 +22,8 @@ class ConfigError(GDMixError):
 
 class ModelDirectoryError(GDMixError):
     """A path that should hold a gdmix model does not hold a valid one."""
+
+
+class OutputError(GDMixError):
+    """An output path cannot be used (it would destroy data gdmix did not write, is not
+    writable, is locked by another writer) or writing it failed (disk full...)."""

@@ -1,6 +1,6 @@
-"""A trained GDMix model: scoring, evaluation and the model directory.
+"""A trained GDMix model: scoring, evaluation, saving and loading.
 
-Model directory layout (format version 1)::
+Model directory layout (format version 1, see :mod:`gdmix.model_dir`)::
 
     model_dir/
       manifest.json                    format, version, column roles, coordinates, metrics
@@ -12,19 +12,16 @@ first); random effects one row per entity (``entity_id``, ``n_rows``, ``intercep
 ``indices``, ``values``, and with variances ``intercept_variance``, ``variances``; a
 streamed model's table is a folder of Parquet parts). A GBDT coordinate's folder holds
 ``model.txt`` (LightGBM) and ``gbdt.json``; a deep one its architecture and
-``state_dict``. A directory is written under a temporary name and
-renamed into place, so a reader never sees half a model.
+``state_dict``. Saving is atomic and never deletes what gdmix did not write; loading
+keeps every path inside the folder and imports no code a manifest names unless the
+caller trusts it (see :mod:`gdmix.model_dir`).
 """
 
 from __future__ import annotations
 
 import importlib
-import json
+import logging
 import os
-import shutil
-import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +29,6 @@ import numpy as np
 import pandas as pd
 from pydantic import TypeAdapter, ValidationError
 
-from gdmix._version import __version__
 from gdmix.config import CoordinateConfig, DataConfig
 from gdmix.data.io import TableLike, read_table
 from gdmix.data.roles import extract_roles
@@ -42,24 +38,39 @@ from gdmix.effects.random_effect import RandomEffect
 from gdmix.errors import ConfigError, DataError, ModelDirectoryError
 from gdmix.losses import sigmoid
 from gdmix.metrics import evaluate as evaluate_scores
+from gdmix.model_dir import (
+    FORMAT_VERSION,
+    coordinate_folder,
+    read_manifest,
+    write_manifest_file,
+    write_model_directory,
+)
 
 __all__ = [
     "FORMAT_VERSION",
     "GDMixModel",
     "coordinate_class",
+    "load_saved_coordinate",
     "make_coordinate",
     "write_manifest",
     "write_model_directory",
 ]
 
-FORMAT_NAME = "gdmix-model"
-FORMAT_VERSION = 1
+logger = logging.getLogger("gdmix")
+
 _COORD_ADAPTER: TypeAdapter[Any] = TypeAdapter(CoordinateConfig)
 # Coordinate types whose implementation needs optional dependencies are imported on use.
 _LAZY_TYPES = {
     "deep": ("gdmix.deep.fixed_torch", "TorchFixedEffect", "torch"),
     "gbdt": ("gdmix.deep.fixed_gbdt", "GBDTFixedEffect", "lightgbm"),
 }
+#: Scoring warns when a random effect knows the entities of fewer rows than this share
+#: of the share it knew in training.
+COVERAGE_WARNING_RATIO = 0.5
+#: Settings that change what a saved coordinate computes: a locked or warm-started
+#: coordinate's config must agree with the saved one on these.
+_SCORING_FIELDS = ("type", "entity", "features", "intercept", "architecture", "text",
+                   "hash_buckets")  # fmt: skip
 
 
 def coordinate_class(kind: str) -> type[Coordinate]:
@@ -83,6 +94,12 @@ def coordinate_class(kind: str) -> type[Coordinate]:
 def make_coordinate(config: Any) -> Coordinate:
     """Create the (unfitted) coordinate object for a coordinate config."""
     return coordinate_class(config.type)(config)
+
+
+def _custom_module(config: Any) -> str | None:
+    """The importable class a coordinate config names (custom deep architectures)."""
+    arch = getattr(config, "architecture", None)
+    return arch.module if getattr(arch, "kind", None) == "custom" else None
 
 
 class GDMixModel:
@@ -124,35 +141,66 @@ class GDMixModel:
         return f"GDMixModel([{parts}])"
 
     # -- scoring -------------------------------------------------------------
+    def input_columns(self) -> list[str]:
+        """Columns scoring reads: every coordinate's columns and the offset column."""
+        cols = [col for c in self.coordinates for col in c.columns()]
+        if self.data.offset is not None:
+            cols.append(self.data.offset)
+        return list(dict.fromkeys(cols))
+
+    def _read(self, data: TableLike, extra: list[str], optional: list[str]) -> pd.DataFrame:
+        return read_table(
+            data, columns=list(dict.fromkeys([*self.input_columns(), *extra])), optional=optional
+        )
+
+    def _score_frame(
+        self, frame: pd.DataFrame, where: str
+    ) -> tuple[pd.DataFrame, dict[str, float]]:
+        roles = extract_roles(
+            frame, self.data, where, need_label=False, need_weight=False, need_uid=False
+        )
+        out: dict[str, Any] = {}
+        if roles.uid is not None:
+            out[self.data.uid] = roles.uid.to_numpy()
+        total = roles.offset.copy()
+        coverage: dict[str, float] = {}
+        for c in self.coordinates:
+            design = c.design(frame, where)
+            s = c.score(design)
+            out[c.name] = s
+            total += s
+            if isinstance(c, RandomEffect):
+                coverage[c.name] = c.coverage(design)
+                _warn_coverage(c, coverage[c.name], where)
+        if self.data.offset is not None:
+            out["offset"] = roles.offset
+        out["total"] = total
+        return pd.DataFrame(out), coverage
+
     def score(self, data: TableLike, *, where: str = "scoring data") -> pd.DataFrame:
         """Per-coordinate scores and their total (the logit) for every row.
 
         Parameters
         ----------
         data : DataFrame or path
-            Table with the feature, entity and (if configured) offset columns.
+            Table with the columns the coordinates read and (if configured) the offset
+            column. Label, weight and uid columns are not needed; the uid is copied to
+            the output when present.
+        where : str
+            Name of the table in messages.
 
         Returns
         -------
         DataFrame
-            The uid column (if configured), one column per coordinate, ``offset`` when an
-            offset column is configured, and ``total`` = offset + every coordinate.
-            Entities unseen in training contribute 0.
+            The uid column (if configured and present), one column per coordinate,
+            ``offset`` when an offset column is configured, and ``total`` = offset +
+            every coordinate. Entities unseen in training contribute 0; a warning is
+            logged when a random effect knows far fewer of the rows' entities than it
+            did in training (ids of another type, another column...).
         """
-        frame = read_table(data)
-        roles = extract_roles(frame, self.data, where, need_label=False)
-        out: dict[str, Any] = {}
-        if roles.uid is not None:
-            out[self.data.uid] = roles.uid.to_numpy()
-        total = roles.offset.copy()
-        for c in self.coordinates:
-            s = c.score(c.design(frame, where))
-            out[c.name] = s
-            total += s
-        if self.data.offset is not None:
-            out["offset"] = roles.offset
-        out["total"] = total
-        return pd.DataFrame(out)
+        uid = [self.data.uid] if self.data.uid is not None else []
+        frame = self._read(data, uid, optional=uid)
+        return self._score_frame(frame, where)[0]
 
     def predict_proba(self, data: TableLike) -> np.ndarray:
         """Probability of the positive class for every row."""
@@ -161,17 +209,23 @@ class GDMixModel:
     def evaluate(
         self, data: TableLike, *, group_by: list[str] | None = None, where: str = "evaluation data"
     ) -> dict[str, float]:
-        """AUC, log loss and per-entity AUC (``auc@col`` for each ``group_by`` column).
+        """AUC, log loss, per-entity AUC (``auc@col`` for each ``group_by`` column) and,
+        per random effect, the share of rows whose entity it knows (``coverage@name``).
 
         Metrics are also reported after each coordinate is added, as
-        ``auc_after@<coordinate>``, in training order.
+        ``auc_after@<coordinate>``, in training order. The weight column is used when
+        the table holds it.
         """
-        frame = read_table(data)
-        roles = extract_roles(frame, self.data, where, need_label=True)
+        group_by = list(group_by or [])
+        optional = [c for c in (self.data.weight,) if c is not None]
+        frame = self._read(data, [self.data.label, *optional, *group_by], optional=optional)
+        roles = extract_roles(
+            frame, self.data, where, need_label=True, need_weight=False, need_uid=False
+        )
         assert roles.y is not None
-        scores = self.score(frame, where=where)
+        scores, coverage = self._score_frame(frame, where)
         groups = {}
-        for col in group_by or []:
+        for col in group_by:
             if col not in frame.columns:
                 raise DataError(f"{where}: group-by column '{col}' does not exist")
             groups[col] = frame[col].to_numpy()
@@ -183,14 +237,26 @@ class GDMixModel:
             running = running + scores[c.name].to_numpy()
             part = evaluate_scores(roles.y, running, sample_weight=roles.weight)
             result[f"auc_after@{c.name}"] = part["auc"]
+        for name, share in coverage.items():
+            result[f"coverage@{name}"] = share
         return result
 
     # -- persistence ---------------------------------------------------------
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the model directory atomically (temporary folder, then rename).
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the model directory atomically (see :mod:`gdmix.model_dir`).
 
-        An existing gdmix model at ``path`` is replaced; any other non-empty folder is
-        left alone and an error is raised.
+        Parameters
+        ----------
+        path : path
+            The model directory: new, empty, or holding a gdmix model and nothing else.
+        overwrite : bool
+            Also replace a model directory that holds files gdmix did not write.
+
+        Raises
+        ------
+        OutputError
+            When ``path`` is not usable or writing fails; the model previously at
+            ``path`` (if any) is then untouched.
         """
 
         def write(tmp: Path) -> None:
@@ -198,29 +264,80 @@ class GDMixModel:
                 c.save(tmp / "coordinates" / c.name)
             write_manifest(tmp, self.data, self.coordinates, self.metrics, self.history)
 
-        return write_model_directory(path, write)
+        return write_model_directory(path, write, overwrite=overwrite)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> GDMixModel:
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        trust_custom_code: bool = False,
+        coordinates: list[str] | None = None,
+    ) -> GDMixModel:
         """Read a model directory written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : path
+            The model directory.
+        trust_custom_code : bool
+            Allow a deep coordinate to import the custom ``torch.nn.Module`` its manifest
+            names. Off by default: a model folder from elsewhere must not run code.
+        coordinates : list of str, optional
+            Load only these coordinates.
 
         Raises
         ------
         ModelDirectoryError
-            When ``path`` is not a gdmix model directory or is incomplete.
+            When ``path`` is not a gdmix model directory, is incomplete or malformed,
+            points outside itself, holds NaN coefficients, or names custom code that is
+            not trusted.
         """
         path = Path(path)
-        manifest = _read_manifest(path)
+        manifest = read_manifest(path)
         try:
             data = DataConfig.model_validate(manifest["data"])
-            coords = []
-            for entry in manifest["coordinates"]:
+        except ValidationError as err:
+            raise ModelDirectoryError(f"{path}/manifest.json: bad 'data' ({err})") from None
+        coords = []
+        for entry in manifest["coordinates"]:
+            if coordinates is not None and entry["name"] not in coordinates:
+                continue
+            try:
                 config = _COORD_ADAPTER.validate_python(entry["config"])
-                coord_cls = coordinate_class(config.type)
-                coords.append(coord_cls.load(path / entry["path"], config, entry["params"]))
-        except (KeyError, TypeError, ValidationError) as err:
-            raise ModelDirectoryError(f"{path}: manifest.json is malformed ({err})") from None
+            except ValidationError as err:
+                first = err.errors()[0]
+                loc = ".".join(str(p) for p in first["loc"])
+                raise ModelDirectoryError(
+                    f"{path}/manifest.json: coordinate '{entry['name']}' has a bad config "
+                    f"('{loc}': {first['msg']})"
+                ) from None
+            module = _custom_module(config)
+            if module is not None and not trust_custom_code:
+                raise ModelDirectoryError(
+                    f"{path}: coordinate '{config.name}' runs custom code ({module}); load it "
+                    "only if you trust this folder, with trust_custom_code=True "
+                    "(--trust-custom-code)"
+                )
+            folder = coordinate_folder(path, config.name)
+            coord = coordinate_class(config.type).load(folder, config, entry["params"])
+            coord.restore_stats(entry.get("stats") or {})
+            coords.append(coord)
         return cls(coords, data, metrics=manifest.get("metrics"), history=manifest.get("history"))
+
+
+def _warn_coverage(coord: RandomEffect, share: float, where: str) -> None:
+    trained = coord.train_coverage
+    if not trained or share >= COVERAGE_WARNING_RATIO * trained:
+        return
+    sample = coord.entity_ids[:3].tolist()
+    logger.warning(
+        "%s: random effect '%s' knows the '%s' of %.1f%% of the rows (%.1f%% in training); "
+        "the other rows get 0 from it. Check that the column holds the same ids as in "
+        "training (%s ids such as %s)",
+        where, coord.name, coord.config.entity, 100 * share, 100 * trained,
+        "integer" if coord.key_kind == "int" else "string", sample,
+    )  # fmt: skip
 
 
 def coordinate_entry(coordinate: Coordinate) -> dict[str, Any]:
@@ -230,6 +347,7 @@ def coordinate_entry(coordinate: Coordinate) -> dict[str, Any]:
         "path": f"coordinates/{coordinate.name}",
         "params": coordinate.params,
         "config": coordinate.config.model_dump(mode="json"),
+        "stats": coordinate.stats(),
     }
 
 
@@ -241,91 +359,66 @@ def write_manifest(
     history: list[dict[str, Any]],
 ) -> None:
     """Write ``manifest.json`` of a model directory."""
-    manifest = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "gdmix_version": __version__,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "data": data.model_dump(mode="json"),
-        "coordinates": [coordinate_entry(c) for c in coordinates],
-        "metrics": _jsonable(metrics),
-        "history": _jsonable(history),
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest_file(
+        folder,
+        {
+            "data": data.model_dump(mode="json"),
+            "coordinates": [coordinate_entry(c) for c in coordinates],
+            "metrics": metrics,
+            "history": history,
+        },
+    )
 
 
-def write_model_directory(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
-    """Create a model directory atomically: ``write(tmp)`` fills a temporary folder that
-    then replaces ``path``.
+def _differences(config: Any, saved: Any) -> list[str]:
+    out = []
+    for key in _SCORING_FIELDS:
+        if not hasattr(config, key) and not hasattr(saved, key):
+            continue
+        mine = getattr(config, key, None)
+        theirs = getattr(saved, key, None)
+        dump = lambda v: v.model_dump(mode="json") if hasattr(v, "model_dump") else v  # noqa: E731
+        if dump(mine) != dump(theirs):
+            out.append(f"'{key}' is {dump(mine)!r} here but {dump(theirs)!r} in the saved model")
+    return out
 
-    An existing gdmix model at ``path`` is replaced; any other non-empty folder is
-    refused. If ``write`` fails, nothing at ``path`` changes and the temporary folder
-    is removed.
+
+def load_saved_coordinate(config: Any, *, trust_custom_code: bool = False) -> Coordinate:
+    """The coordinate of the same name in ``config.init_model`` (locked, or a warm start).
+
+    The config must agree with the saved coordinate's on everything that changes what it
+    computes (type, entity column, features, intercept, architecture): a mismatch is an
+    error showing both values, never a silent swap. A custom architecture is imported
+    only when ``config`` names the same module (the config's author vouches for it) or
+    ``trust_custom_code`` is set.
+
+    Raises
+    ------
+    ConfigError
+        When the model lacks the coordinate or the configs disagree.
     """
-    path = Path(path)
-    if path.exists() and not _is_replaceable(path):
-        raise ModelDirectoryError(
-            f"{path} exists and is not a gdmix model directory; refusing to overwrite it"
+    path = config.init_model
+    manifest = read_manifest(path)
+    entry = next((e for e in manifest["coordinates"] if e["name"] == config.name), None)
+    if entry is None:
+        names = [e["name"] for e in manifest["coordinates"]]
+        raise ConfigError(
+            f"coordinate '{config.name}' loads from {path}, which has no coordinate of that "
+            f"name (it has {names})"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        tmp.mkdir()
-        write(tmp)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    if not path.is_dir():
-        raise ModelDirectoryError(f"{path} is not a gdmix model directory (no such folder)")
-    try:
-        manifest = json.loads((path / "manifest.json").read_text())
-    except OSError:
+        saved = _COORD_ADAPTER.validate_python(entry["config"])
+    except ValidationError as err:
         raise ModelDirectoryError(
-            f"{path} is not a gdmix model directory (no manifest.json)"
+            f"{path}/manifest.json: bad config of '{config.name}' ({err})"
         ) from None
-    except json.JSONDecodeError as err:
-        raise ModelDirectoryError(f"{path}/manifest.json is not valid JSON: {err}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise ModelDirectoryError(f"{path} is not a gdmix model directory (wrong manifest)")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ModelDirectoryError(
-            f"{path}: model format version {version} is not supported (this gdmix reads "
-            f"{FORMAT_VERSION})"
+    diffs = _differences(config, saved)
+    if diffs:
+        raise ConfigError(
+            f"coordinate '{config.name}' loads from {path}, but its config disagrees with the "
+            f"saved one: {'; '.join(diffs)}. Make them equal"
         )
-    return manifest
-
-
-def _is_replaceable(path: Path) -> bool:
-    if path.is_dir() and not any(path.iterdir()):
-        return True
-    try:
-        _read_manifest(path)
-    except ModelDirectoryError:
-        return False
-    return True
-
-
-def _jsonable(value: Any) -> Any:
-    """Convert numpy scalars/arrays inside nested containers to JSON types."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
+    module = _custom_module(saved)
+    trusted = trust_custom_code or (module is not None and module == _custom_module(config))
+    model = GDMixModel.load(path, trust_custom_code=trusted, coordinates=[config.name])
+    return model[config.name]

@@ -26,10 +26,11 @@ from gdmix.data.io import TableLike, read_table
 from gdmix.data.roles import RoleColumns, extract_roles
 from gdmix.effects.base import Coordinate, Validation
 from gdmix.errors import ConfigError
+from gdmix.losses import logistic_loss
 from gdmix.metrics import evaluate as evaluate_scores
-from gdmix.model import GDMixModel, make_coordinate
+from gdmix.model import GDMixModel, load_saved_coordinate, make_coordinate
 
-__all__ = ["Callback", "fit", "load_saved_coordinate", "log_callback"]
+__all__ = ["Callback", "fit", "log_callback"]
 
 logger = logging.getLogger("gdmix")
 
@@ -74,24 +75,6 @@ def log_callback(record: dict[str, Any]) -> None:
     logger.info("  ".join(parts))
 
 
-def load_saved_coordinate(config: Any) -> Coordinate:
-    """The coordinate of the same name and type in ``config.init_model``."""
-    model = GDMixModel.load(config.init_model)
-    try:
-        coord = model[config.name]
-    except KeyError:
-        raise ConfigError(
-            f"coordinate '{config.name}' is locked but model {config.init_model} has no "
-            f"coordinate of that name (it has {[c.name for c in model.coordinates]})"
-        ) from None
-    if coord.kind != config.type:
-        raise ConfigError(
-            f"coordinate '{config.name}' is '{config.type}' but {config.init_model} holds a "
-            f"'{coord.kind}' coordinate of that name"
-        )
-    return coord
-
-
 class _Trainer:
     def __init__(
         self,
@@ -99,16 +82,18 @@ class _Trainer:
         train: pd.DataFrame,
         validation: pd.DataFrame | None,
         callbacks: list[Callback],
+        trust_custom_code: bool = False,
     ) -> None:
         self.config = config
         self.callbacks = callbacks
+        self.stopped: dict[str, Any] = {}
         tc = config.training
         roles = extract_roles(train, config.data, "training data", need_label=True)
         self.coords: list[Coordinate] = []
         self.locked: set[str] = set()
         for cc in config.coordinates:
             if cc.locked:
-                coord = load_saved_coordinate(cc)
+                coord = load_saved_coordinate(cc, trust_custom_code=trust_custom_code)
                 self.locked.add(cc.name)
             elif cc.init_model is not None:
                 # Warm start (and, for incremental random effects, the prior).
@@ -118,7 +103,9 @@ class _Trainer:
                         f"is supported for fixed and random coordinates, not '{cc.type}'"
                     )
                 coord = make_coordinate(cc)
-                coord.build(train, base=load_saved_coordinate(cc))
+                coord.build(
+                    train, base=load_saved_coordinate(cc, trust_custom_code=trust_custom_code)
+                )
             else:
                 coord = make_coordinate(cc)
                 coord.build(train)
@@ -195,6 +182,7 @@ class _Trainer:
                 if t is selection:
                     goodness = _goodness(m, metric)
             record.update(seconds=seconds, **diag)
+            _check_convergence(coord, record, new_scores[self.train.name])
             self.history.append(record)
             for cb in self.callbacks:
                 cb(record)
@@ -216,11 +204,14 @@ class _Trainer:
 
         With validation data the model after the best pass is kept, and (if enabled)
         training stops after a pass that does not improve the metric by ``min_delta``.
-        Without validation data every pass runs and the last model is kept.
+        Without validation data, passes run until one changes the training objective by
+        less than ``training.tol`` (relative), and the last model is kept.
         """
         tc = self.config.training
         best_goodness = -np.inf
         best_snapshot: list[Any] | None = None
+        objective = self._objective()
+        self.stopped = {"reason": "n_passes", "pass": tc.n_passes}
         for pass_no in range(1, tc.n_passes + 1):
             for coord in self.coords:
                 if coord.name not in self.locked:
@@ -228,15 +219,33 @@ class _Trainer:
             goodness = _goodness(self._selection_metrics(), tc.metric)
             if self.validation is None:
                 best_goodness = goodness
+                previous, objective = objective, self._objective()
+                change = abs(previous - objective) / max(abs(objective), 1e-300)
+                self.history[-1]["objective_change"] = change
+                if pass_no < tc.n_passes and change < tc.tol:
+                    logger.info(
+                        "pass %d changed the training objective by %.2e (< tol %.0e); stopping",
+                        pass_no, change, tc.tol,
+                    )  # fmt: skip
+                    self.stopped = {"reason": "tol", "pass": pass_no, "objective_change": change}
+                    break
             elif goodness > best_goodness + tc.min_delta:
                 best_goodness, self.best_pass = goodness, pass_no
                 best_snapshot = self._snapshot()
             elif tc.early_stopping:
                 logger.info("pass %d did not improve validation %s; stopping", pass_no, tc.metric)
+                self.stopped = {"reason": "early_stopping", "pass": pass_no}
                 break
         if best_snapshot is not None:
             self._restore(best_snapshot)
         return best_goodness
+
+    def _objective(self) -> float:
+        """Training objective: weighted log loss of the total plus every penalty."""
+        t = self.train
+        assert t.roles.y is not None
+        loss = float(np.dot(t.roles.weight, logistic_loss(t.roles.y, t.total())))
+        return loss + sum(c.penalty() for c in self.coords)
 
     def _snapshot(self) -> list[Any]:
         states = {c.name: c.get_state() for c in self.coords if c.name not in self.locked}
@@ -279,7 +288,43 @@ class _Trainer:
         metrics["params"] = {c.name: c.params for c in self.coords}
         if self.validation is not None:
             metrics["best_pass"] = self.best_pass
+        metrics["stopped"] = self.stopped
         return GDMixModel(self.coords, self.config.data, metrics=metrics, history=self.history)
+
+
+#: A coordinate whose scores reach this size (a probability within 1e-15 of 0 or 1) is
+#: running off: separable data with no (or a negligible) penalty.
+RUNAWAY_LOGIT = 35.0
+
+
+def _check_convergence(coord: Coordinate, record: dict[str, Any], scores: np.ndarray) -> None:
+    """Mark in ``record`` and log when a fit did not converge or its scores run off."""
+    largest = float(np.max(np.abs(scores))) if len(scores) else 0.0
+    record["max_abs_score"] = largest
+    if largest > RUNAWAY_LOGIT:
+        record["converged"] = False
+        record["diverged"] = True
+        logger.warning(
+            "coordinate '%s': scores reach %.3g (probabilities of exactly 0 or 1): its "
+            "coefficients are running off, as on separable data without a penalty. Not "
+            "converged; raise l2 (now %s)",
+            coord.name, largest, record["params"].get("l2"),
+        )  # fmt: skip
+        return
+    if record.get("converged") is False:
+        logger.warning(
+            "coordinate '%s' did not converge (%s iterations); raise max_iter or l2",
+            coord.name, record.get("n_iter", "?"),
+        )  # fmt: skip
+    n_entities, n_ok = record.get("n_entities"), record.get("n_converged")
+    if isinstance(n_entities, int) and isinstance(n_ok, int) and n_ok < n_entities:
+        record["converged"] = False
+        logger.warning(
+            "coordinate '%s': %d of %d entities did not converge within max_iter",
+            coord.name, n_entities - n_ok, n_entities,
+        )  # fmt: skip
+    elif isinstance(n_entities, int):
+        record.setdefault("converged", True)
 
 
 def _progress_factory(enabled: bool) -> Callable[..., Any] | None:
@@ -298,6 +343,7 @@ def fit(
     validation: TableLike | None = None,
     *,
     callbacks: list[Callback] | None = None,
+    trust_custom_code: bool = False,
 ) -> GDMixModel:
     """Train a GDMix model by block coordinate descent.
 
@@ -312,6 +358,9 @@ def fit(
     callbacks : list of callables, optional
         Each is called with one record (dict) after every coordinate update: pass,
         coordinate, l2, train/validation AUC and log loss, seconds, solver diagnostics.
+    trust_custom_code : bool
+        Allow ``init_model`` folders to import a custom PyTorch module that the config
+        itself does not name (see :meth:`GDMixModel.load`).
 
     With ``training.engine: dask`` the work runs on a Dask cluster
     (:func:`gdmix.engines.dask_engine.fit_dask`); the model is the same.
@@ -326,10 +375,19 @@ def fit(
     GDMixError
         On bad data or configuration, before any training starts.
     """
+    if not isinstance(config, GDMixConfig):
+        raise TypeError(
+            "config must be a GDMixConfig (from gdmix.load_config(path) or "
+            f"gdmix.GDMixConfig(...)). Got {type(config).__name__} instead"
+        )
+    if callbacks is not None and not all(callable(cb) for cb in callbacks):
+        raise TypeError("callbacks must be a list of callables taking one record (a dict)")
     if config.training.engine == "dask":
         from gdmix.engines.dask_engine import fit_dask
 
-        return fit_dask(config, train, validation, callbacks=callbacks)
+        return fit_dask(
+            config, train, validation, callbacks=callbacks, trust_custom_code=trust_custom_code
+        )
     if train is None:
         if config.data.train is None:
             raise ConfigError("no training data: pass 'train' or set 'data.train' in the config")
@@ -338,4 +396,4 @@ def fit(
         validation = config.data.validation
     train_frame = read_table(train)
     val_frame = read_table(validation) if validation is not None else None
-    return _Trainer(config, train_frame, val_frame, list(callbacks or [])).run()
+    return _Trainer(config, train_frame, val_frame, list(callbacks or []), trust_custom_code).run()

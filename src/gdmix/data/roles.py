@@ -16,7 +16,11 @@ from gdmix.data.schema import (
 )
 from gdmix.errors import DataError
 
-__all__ = ["RoleColumns", "extract_roles"]
+__all__ = ["MAX_ABS_OFFSET", "RoleColumns", "extract_roles"]
+
+#: Largest offset accepted. An offset is a logit: beyond 100 the probability is 0 or 1
+#: to more digits than float64 holds, so larger values are a unit or column mistake.
+MAX_ABS_OFFSET = 100.0
 
 
 @dataclass
@@ -30,7 +34,13 @@ class RoleColumns:
 
 
 def extract_roles(
-    frame: pd.DataFrame, data: DataConfig, where: str, *, need_label: bool
+    frame: pd.DataFrame,
+    data: DataConfig,
+    where: str,
+    *,
+    need_label: bool,
+    need_weight: bool = True,
+    need_uid: bool = True,
 ) -> RoleColumns:
     """Check and extract the role columns named by ``data`` from ``frame``.
 
@@ -44,12 +54,15 @@ def extract_roles(
         Name of the table, used in error messages ("training data"...).
     need_label : bool
         Whether the label column is required (training, evaluation) or optional (scoring).
+    need_weight, need_uid : bool
+        Whether a configured weight / uid column must be present (training); when not,
+        a missing weight column means weight 1 and a missing uid column no uid.
 
     Raises
     ------
     DataError
         Empty table, missing column, non-binary label, NaN/inf or negative weight, NaN/inf
-        offset.
+        or absurd (beyond +-100) offset.
     """
     check_not_empty(frame, where)
     n = len(frame)
@@ -58,7 +71,7 @@ def extract_roles(
         require_columns(frame, [data.label], where)
         y = check_label(frame, data.label, where)
     weight = np.ones(n)
-    if data.weight is not None:
+    if data.weight is not None and (need_weight or data.weight in frame.columns):
         require_columns(frame, [data.weight], where)
         weight = check_finite_numeric(frame, data.weight, where)
         if (weight < 0).any():
@@ -67,8 +80,15 @@ def extract_roles(
     if data.offset is not None:
         require_columns(frame, [data.offset], where)
         offset = check_finite_numeric(frame, data.offset, where)
+        big = np.abs(offset) > MAX_ABS_OFFSET
+        if big.any():
+            i = int(np.flatnonzero(big)[0])
+            raise DataError(
+                f"{where}: offset column '{data.offset}' holds {offset[i]:g} at row {i}; an "
+                f"offset is a logit and must lie within +-{MAX_ABS_OFFSET:g}"
+            )
     uid = None
-    if data.uid is not None:
+    if data.uid is not None and (need_uid or data.uid in frame.columns):
         require_columns(frame, [data.uid], where)
         uid = frame[data.uid]
     return RoleColumns(y, weight, offset, uid)

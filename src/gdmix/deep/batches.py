@@ -28,9 +28,9 @@ import pandas as pd
 import torch
 
 from gdmix.config_base import FeatureConfig
+from gdmix.config_deep import DeepFixedEffectConfig
 from gdmix.data.features import FeatureIndex, _bag_arrays, _category_strings
 from gdmix.data.schema import check_finite_numeric, require_columns
-from gdmix.deep.config import DeepFixedEffectConfig
 from gdmix.deep.text import Tokenizer, hash_buckets, text_values
 
 __all__ = ["DeepDesign", "DeepEncoder", "InputSchema"]

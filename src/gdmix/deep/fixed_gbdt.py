@@ -39,8 +39,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from gdmix.config_deep import GBDTFixedEffectConfig
 from gdmix.data.features import FeatureIndex
-from gdmix.deep.config import GBDTFixedEffectConfig
 from gdmix.effects.base import Coordinate, Validation
 from gdmix.errors import ConfigError
 

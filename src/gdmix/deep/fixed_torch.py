@@ -39,8 +39,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from gdmix.config_deep import DeepFixedEffectConfig
 from gdmix.deep.batches import DeepDesign, DeepEncoder, InputSchema
-from gdmix.deep.config import DeepFixedEffectConfig
 from gdmix.deep.networks import build_network, load_custom_class
 from gdmix.effects.base import Coordinate, Validation
 from gdmix.errors import ConfigError, DataError

@@ -105,6 +105,20 @@ class Coordinate(ABC):
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore parameters from :meth:`get_state`."""
 
+    def penalty(self) -> float:
+        """The coordinate's share of the training objective besides the loss (its prior's
+        negative log density up to a constant, e.g. ``l2/2 * ||w||^2``); 0 when it has
+        none that adds up with a log loss (deep and GBDT coordinates)."""
+        return 0.0
+
+    def stats(self) -> dict[str, Any]:
+        """Facts about the training data the coordinate keeps in the manifest."""
+        return {}
+
+    def restore_stats(self, stats: dict[str, Any]) -> None:
+        """Take back what :meth:`stats` saved (on load); nothing by default."""
+        return None
+
     # -- persistence --------------------------------------------------------
     @abstractmethod
     def _save_params(self, folder: Path) -> None: ...
@@ -133,7 +147,7 @@ class Coordinate(ABC):
                 json.loads((folder / "features.json").read_text())
             )
             coord._load_params(folder)
-        except (OSError, KeyError, ValueError) as err:
+        except (OSError, KeyError, TypeError, ValueError) as err:
             raise ModelDirectoryError(
                 f"coordinate folder {folder} is unreadable or incomplete: {err}"
             ) from None

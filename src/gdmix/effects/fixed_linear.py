@@ -95,6 +95,10 @@ class FixedLinearEffect(Coordinate):
         """Per-row logit contribution ``x . w + b``."""
         return np.asarray(design @ self.coef, dtype=np.float64) + self.intercept
 
+    def penalty(self) -> float:
+        """``l2/2 * ||w||^2`` (the intercept is not penalised)."""
+        return 0.5 * self.l2 * float(self.coef @ self.coef) if self.fitted else 0.0
+
     def get_state(self) -> dict[str, Any]:
         """Copy of the coefficients."""
         return {"coef": self.coef.copy(), "intercept": self.intercept, "params": self.params}
@@ -123,5 +127,7 @@ class FixedLinearEffect(Coordinate):
         if list(table["feature"].iloc[1:]) != self.features.feature_names():
             raise ValueError("coefficient rows do not match features.json")
         values = table["coefficient"].to_numpy(dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError("coefficients hold NaN or infinite values")
         self.intercept = float(values[0])
         self.coef = values[1:].copy()

@@ -12,6 +12,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from gdmix.config import RandomEffectConfig
+from gdmix.data.entity_keys import KeyKind, canonical_keys, kind_of_index
+from gdmix.data.entity_keys import key_kind as infer_key_kind
 from gdmix.data.features import FeatureIndex
 from gdmix.data.layout import EntityLayout, downsample_weights, layout_from_codes
 from gdmix.data.schema import check_entity_column
@@ -23,7 +25,7 @@ from gdmix.effects.random_table import (
     read_coefficients,
     write_coefficients,
 )
-from gdmix.errors import ConfigError
+from gdmix.errors import ConfigError, DataError
 from gdmix.losses import sigmoid
 from gdmix.solvers.lbfgs import fit_logistic_lbfgs
 from gdmix.solvers.newton import EntityPrior, score_entities, solve_entities
@@ -63,14 +65,6 @@ class RandomEffectDesign:
     order: np.ndarray | None = None
 
 
-def _union_ids(old: pd.Index, new: pd.Index) -> pd.Index:
-    if old.dtype != new.dtype and not (
-        pd.api.types.is_integer_dtype(old) and pd.api.types.is_integer_dtype(new)
-    ):
-        old, new = old.astype(str), new.astype(str)
-    return old.union(new).sort_values()
-
-
 class RandomEffect(Coordinate):
     """Per-entity logistic regressions ``r(x) = x . w_e + b_e`` for entity ``e``.
 
@@ -98,6 +92,10 @@ class RandomEffect(Coordinate):
         self._from_base = np.zeros(0, dtype=bool)
         self.n_threads: int | None = None
         self.progress_factory: Any = None
+        #: Key type of the entity ids (see :mod:`gdmix.data.entity_keys`).
+        self.key_kind: KeyKind = "int"
+        #: Share of training rows whose entity has a model (scoring compares against it).
+        self.train_coverage: float | None = None
 
     @property
     def intercept_l2(self) -> float:
@@ -121,23 +119,36 @@ class RandomEffect(Coordinate):
         base: RandomEffect | None = None,
         *,
         features: FeatureIndex | None = None,
+        key_kind: KeyKind | None = None,
     ) -> None:
         """Build the feature and entity index maps from the training table.
 
         With ``base`` (a previous model's coordinate), its feature index map is reused,
         its entities are kept (those absent from ``frame`` keep their old model) and its
         coefficients are the warm start (and, if incremental, the prior). ``features``
-        is an index map built elsewhere (from all the data, when ``frame`` is one bucket).
+        is an index map built elsewhere (from all the data, when ``frame`` is one bucket),
+        ``key_kind`` the entity key type decided there.
         """
         where = f"coordinate '{self.name}'"
         ids = check_entity_column(frame, self.config.entity, where)
-        new_ids = pd.Index(pd.unique(ids.to_numpy()))
+        if base is not None:
+            self.key_kind = base.key_kind
+        else:
+            self.key_kind = key_kind if key_kind is not None else infer_key_kind(ids, where)
+        keys, ok = canonical_keys(ids, self.key_kind)
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            raise DataError(
+                f"{where}: entity column '{self.config.entity}' holds {ids.iloc[i]!r} (row {i}), "
+                f"but the ids of {self.config.init_model} are integers"
+            )
+        new_ids = pd.Index(pd.unique(keys))
         if base is None:
             self.features = features or FeatureIndex.build(frame, self.config.features, where)
             self.entity_ids = new_ids.sort_values()
         else:
             self.features = base.features
-            self.entity_ids = _union_ids(base.entity_ids, new_ids)
+            self.entity_ids = base.entity_ids.union(new_ids).sort_values()
         assert self.features is not None
         n, d = len(self.entity_ids), self.features.n_features
         sparse = d > DENSE_MAX_FEATURES
@@ -201,14 +212,24 @@ class RandomEffect(Coordinate):
         return RandomEffectDesign(X[order], codes[order], layout, perm, starts, mult, order)
 
     def _codes(self, ids: pd.Series | pd.Index) -> np.ndarray:
-        """Entity codes of ``ids`` in the model's entity index (-1 when unseen)."""
-        index = self.entity_ids
-        values = pd.Index(ids)
-        if index.dtype != values.dtype and not (
-            pd.api.types.is_integer_dtype(index) and pd.api.types.is_integer_dtype(values)
-        ):
-            index, values = index.astype(str), values.astype(str)
-        return np.asarray(index.get_indexer(values), dtype=np.int64)
+        """Entity codes of ``ids`` in the model's entity index (-1 when unseen).
+
+        Ids are first turned into the coordinate's canonical keys, so that ``42``,
+        ``42.0`` and ``"42"`` are the same entity.
+        """
+        keys, ok = canonical_keys(ids, self.key_kind)
+        codes = np.asarray(self.entity_ids.get_indexer(keys), dtype=np.int64)
+        codes[~ok] = -1
+        return codes
+
+    def coverage(self, design: RandomEffectDesign) -> float:
+        """Share of the design's rows whose entity has a model (the others score 0)."""
+        codes = design.codes
+        if len(codes) == 0:
+            return 0.0
+        known = codes >= 0
+        known[known] = self.has_model[codes[known]]
+        return float(known.mean())
 
     # -- fitting ------------------------------------------------------------
     def _prior(self, l2: float, intercept_l2: float) -> EntityPrior | None:
@@ -278,6 +299,7 @@ class RandomEffect(Coordinate):
             if progress is not None:
                 progress.close()
         self.fitted = True
+        self.train_coverage = self.coverage(design)
         return {"n_entities": len(entities), "n_inactive": int((~self.has_model).sum()), **stats}
 
     def _fit_cohorts(
@@ -332,6 +354,36 @@ class RandomEffect(Coordinate):
         out[design.order] = scores
         return out
 
+    def penalty(self) -> float:
+        """Sum over entities of the Gaussian prior's negative log density (up to a
+        constant): ``l2/2 ||w_e||^2 + intercept_l2/2 b_e^2``, or around the previous model
+        for incremental training."""
+        if not self.fitted:
+            return 0.0
+        prior = self._prior(self.l2, self.intercept_l2)
+        b = self.intercept[self.has_model]
+        if prior is None:
+            coef = self.coef[self.has_model]
+            sq = float(coef.multiply(coef).sum()) if sp.issparse(coef) else float((coef**2).sum())
+            b_term = self.intercept_l2 * float((b**2).sum()) if self.config.intercept else 0.0
+            return 0.5 * (self.l2 * sq + b_term)
+        keep = self.has_model
+        dense = self.coef.toarray() if sp.issparse(self.coef) else self.coef
+        w_term = float((prior.precision[keep] * (dense[keep] - prior.mean[keep]) ** 2).sum())
+        b_term = float(
+            (prior.intercept_precision[keep] * (b - prior.intercept_mean[keep]) ** 2).sum()
+        )
+        return 0.5 * (w_term + (b_term if self.config.intercept else 0.0))
+
+    def stats(self) -> dict[str, Any]:
+        """The entity key type and the share of training rows whose entity has a model."""
+        return {"entity_key": self.key_kind, "train_coverage": self.train_coverage}
+
+    def restore_stats(self, stats: dict[str, Any]) -> None:
+        """Take back the training coverage (the key type comes from the table)."""
+        value = stats.get("train_coverage")
+        self.train_coverage = float(value) if isinstance(value, int | float) else None
+
     # -- state and persistence ------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         """Copy of the fitted parameters."""
@@ -376,7 +428,14 @@ class RandomEffect(Coordinate):
         default = 1.0 / self.l2 if self.l2 > 0 else np.inf
         arrays = read_coefficients(folder / "coefficients.parquet", self.features.n_features,
                                    default_variance=default)  # fmt: skip
-        self.entity_ids = arrays.entity_ids
+        if not arrays.entity_ids.is_unique:
+            dupes = arrays.entity_ids[arrays.entity_ids.duplicated()][:3].tolist()
+            raise ValueError(f"entity ids appear more than once in the table: {dupes}")
+        ids = arrays.entity_ids
+        if pd.api.types.is_float_dtype(ids.dtype):  # written before keys were canonical
+            ids = pd.Index(canonical_keys(ids, "int")[0])
+        self.entity_ids = ids
+        self.key_kind = kind_of_index(ids)
         self.n_rows = arrays.n_rows
         self.intercept = arrays.intercept
         self.coef = arrays.coef

@@ -112,6 +112,9 @@ def read_coefficients(
     offsets = idx.offsets.to_numpy().astype(np.int64)
     owner = np.repeat(np.arange(n), np.diff(offsets))
     values = table.column("values").combine_chunks().flatten().to_numpy()
+    intercept = table.column("intercept").to_numpy().astype(np.float64)
+    if not (np.isfinite(values).all() and np.isfinite(intercept).all()):
+        raise ValueError("coefficients hold NaN or infinite values")
     sparse = n_features > DENSE_MAX_FEATURES
     if sparse:
         coef = sp.csr_matrix((values, flat, offsets), shape=(n, n_features))
@@ -122,13 +125,15 @@ def read_coefficients(
     out = RandomEffectArrays(
         entity_ids=pd.Index(table.column("entity_id").to_pandas()),
         n_rows=table.column("n_rows").to_numpy().astype(np.int64),
-        intercept=table.column("intercept").to_numpy().astype(np.float64),
+        intercept=intercept,
         coef=coef,
     )
     if "variances" in table.column_names:
         if default_variance is None:
             raise ValueError("a table with variances needs the default variance")
         stored = table.column("variances").combine_chunks().flatten().to_numpy()
+        if not (stored > 0).all():  # NaN fails too; +inf is an unpenalised feature's
+            raise ValueError("variances must be positive numbers")
         if sparse:
             var = sp.csr_matrix((stored, flat, offsets), shape=(n, n_features))
             var.sort_indices()

@@ -21,19 +21,31 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from gdmix.data.entity_keys import int_like
 from gdmix.errors import DataError
 
 __all__ = ["BucketFiles", "entity_buckets", "n_buckets_for", "partition_by_entity"]
 
 
 def entity_buckets(ids: np.ndarray | pd.Series | pa.Array, n_buckets: int) -> np.ndarray:
-    """Stable bucket number (int64 in ``[0, n_buckets)``) of every entity id."""
+    """Stable bucket number (int64 in ``[0, n_buckets)``) of every entity id.
+
+    Ids that hold an integer (``42``, ``42.0``, ``"42"``) hash as that integer, so one
+    entity lands in one bucket whichever way a table stores its id (see
+    :mod:`gdmix.data.entity_keys`); other ids hash as their text.
+    """
     if isinstance(ids, pa.ChunkedArray | pa.Array):
         ids = ids.to_numpy(zero_copy_only=False)
     values = np.asarray(ids)
-    if values.dtype.kind not in "iu":
-        values = values.astype(str).astype(object)
-    hashed = pd.util.hash_array(values, categorize=False)
+    if values.dtype.kind in "iu":
+        hashed = pd.util.hash_array(values.astype(np.int64), categorize=False)
+    else:
+        ints, ok = int_like(values)
+        hashed = np.empty(len(values), dtype=np.uint64)
+        hashed[ok] = pd.util.hash_array(ints[ok], categorize=False)
+        if not ok.all():
+            text = values[~ok].astype(str).astype(object)
+            hashed[~ok] = pd.util.hash_array(text, categorize=False)
     return (hashed % np.uint64(n_buckets)).astype(np.int64)
 
 

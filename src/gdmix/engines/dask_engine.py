@@ -30,6 +30,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from gdmix.config import DataConfig, GDMixConfig
+from gdmix.data.entity_keys import KeyKind, key_kind, kind_of_index
 from gdmix.data.features import FeatureIndex
 from gdmix.data.io import TableLike, read_table
 from gdmix.data.roles import extract_roles
@@ -41,9 +42,8 @@ from gdmix.engines.buckets import entity_buckets
 from gdmix.errors import ConfigError, DataError
 from gdmix.losses import logistic_loss
 from gdmix.metrics import evaluate as evaluate_scores
-from gdmix.model import GDMixModel, make_coordinate
+from gdmix.model import GDMixModel, load_saved_coordinate, make_coordinate
 from gdmix.solvers.lbfgs import column_sums, loss_sums, minimize_logistic
-from gdmix.training import load_saved_coordinate
 
 __all__ = ["connect", "fit_dask"]
 
@@ -60,11 +60,13 @@ def connect(scheduler: str | None = None, n_workers: int = 2, threads_per_worker
         ) from None
     if scheduler:
         return Client(scheduler)
+    # Listen on the loopback interface only: a cluster started here serves this process.
     cluster = LocalCluster(
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,
         processes=True,
-        dashboard_address=":0",
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
     )
     return Client(cluster)
 
@@ -139,11 +141,16 @@ def _bucket_offsets(bucket: pd.DataFrame, *offsets: np.ndarray) -> np.ndarray:
     return out
 
 
+def _key_kind(part: dict[str, Any], entity: str, where: str) -> str:
+    return key_kind(part["frame"][entity], where)
+
+
 def _solve_bucket(
     bucket: pd.DataFrame,
     offsets: np.ndarray,
     config: Any,
     features: FeatureIndex,
+    kind: KeyKind,
     params: dict[str, Any],
     previous: dict[str, Any] | None,
 ) -> dict[str, Any]:
@@ -151,7 +158,7 @@ def _solve_bucket(
     if len(bucket) == 0:
         coord.features = features
         return {"arrays": coord.arrays(), "state": None, "scores": np.zeros(0), "stats": {}}
-    coord.build(bucket, features=features)
+    coord.build(bucket, features=features, key_kind=kind)
     if previous is not None:
         coord.set_state(previous)
     design = coord.design(bucket, "bucket", training=True)
@@ -209,6 +216,7 @@ class _DaskTrainer:
         train: Any,
         validation: pd.DataFrame | None,
         callbacks: list[Callable],
+        trust_custom_code: bool = False,
     ) -> None:
         self.config, self.client, self.callbacks = config, client, callbacks
         tc = config.training
@@ -236,7 +244,7 @@ class _DaskTrainer:
         self.bucket_results: dict[str, list[Any]] = {}
         for cc in config.coordinates:
             if cc.locked:
-                coord = load_saved_coordinate(cc)
+                coord = load_saved_coordinate(cc, trust_custom_code=trust_custom_code)
                 self.locked.add(cc.name)
             else:
                 coord = make_coordinate(cc)
@@ -250,6 +258,12 @@ class _DaskTrainer:
                 for other in indexes[1:]:
                     index = index.union(other)
                 coord.features = index
+                if isinstance(coord, RandomEffect):
+                    where = f"training data, coordinate '{cc.name}'"
+                    kinds = client.gather(
+                        [client.submit(_key_kind, p, cc.entity, where) for p in self.parts]
+                    )
+                    coord.key_kind = "str" if "str" in kinds else "int"
                 if isinstance(coord, FixedLinearEffect):
                     coord.coef, coord.intercept = np.zeros(index.n_features), 0.0
             self.coords.append(coord)
@@ -367,7 +381,14 @@ class _DaskTrainer:
             state = client.submit(_field, prev, "state") if prev is not None else None
             results.append(
                 client.submit(
-                    _solve_bucket, bucket, off, coord.config, coord.features, coord.params, state
+                    _solve_bucket,
+                    bucket,
+                    off,
+                    coord.config,
+                    coord.features,
+                    coord.key_kind,
+                    coord.params,
+                    state,
                 )
             )
         self.bucket_results[name] = results
@@ -378,6 +399,7 @@ class _DaskTrainer:
         arrays = client.gather([client.submit(_field, r, "arrays") for r in results])
         stats = client.gather([client.submit(_field, r, "stats") for r in results])
         self._collect(coord, arrays)
+        coord.train_coverage = float(coord.n_rows.sum()) / max(1, sum(self.sizes))
         n_ok = sum(s.get("n_converged", 0) for s in stats)
         return {"n_entities": len(coord.entity_ids), "n_converged": n_ok}
 
@@ -400,6 +422,7 @@ class _DaskTrainer:
         coord.has_model = np.ones(len(ids), dtype=bool)
         coord.trainable = np.zeros(len(ids), dtype=bool)
         coord.fitted = True
+        coord.key_kind = kind_of_index(coord.entity_ids) if len(ids) else coord.key_kind
 
     def _metrics(self) -> dict[str, float]:
         record: dict[str, float] = {}
@@ -514,6 +537,7 @@ def fit_dask(
     *,
     client: Any = None,
     callbacks: list[Callable[[dict[str, Any]], None]] | None = None,
+    trust_custom_code: bool = False,
 ) -> GDMixModel:
     """Train by block coordinate descent on a Dask cluster.
 
@@ -531,6 +555,8 @@ def fit_dask(
         Use this client instead of connecting as the config says.
     callbacks : list of callables
         Called with one record per coordinate update.
+    trust_custom_code : bool
+        As for :func:`gdmix.fit`.
 
     Returns
     -------
@@ -549,7 +575,8 @@ def fit_dask(
         d = config.training.dask
         client = connect(d.scheduler, d.n_workers, d.threads_per_worker)
     try:
-        return _DaskTrainer(config, client, train, val, list(callbacks or [])).run()
+        trainer = _DaskTrainer(config, client, train, val, list(callbacks or []), trust_custom_code)
+        return trainer.run()
     finally:
         if own:
             cluster = getattr(client, "cluster", None)

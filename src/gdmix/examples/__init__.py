@@ -1,0 +1,1 @@
+"""Worked examples shipped with gdmix (the MovieLens-100K job)."""
