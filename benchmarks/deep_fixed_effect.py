@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from gdmix.deep.config import DeepFixedEffectConfig
+from gdmix.config_deep import DeepFixedEffectConfig
 from gdmix.deep.fixed_torch import TorchFixedEffect
 
 CARDINALITIES = [10, 100, 1_000, 10_000, 50_000, 100_000]

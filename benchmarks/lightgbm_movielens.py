@@ -4,7 +4,7 @@ Usage: ``GDMIX_DATA_DIR=/path/to/data python benchmarks/lightgbm_movielens.py [-
 [--n-threads N] [--max-rounds 3000]``. Prints tables, then one JSON line (the last line of
 output) whose ``auc_lightgbm`` is the reference's test AUC.
 
-Protocol (the core one of ``gdmix.movielens_example``): ``load_movielens_100k`` and
+Protocol (the core one of ``gdmix.examples.movielens``): ``load_movielens_100k`` and
 ``split_movielens(seed)``; hyper-parameters are chosen on the validation split, test is
 scored once.
 
@@ -42,7 +42,7 @@ from gdmix.data.movielens import (
     split_movielens,
 )
 from gdmix.metrics import roc_auc
-from gdmix.movielens_example import EXAMPLE_STAGES, example_config
+from gdmix.examples.movielens import EXAMPLE_STAGES, example_config
 from gdmix.training import fit
 
 IDS = ["user_id", "movie_id"]

@@ -4,7 +4,7 @@ Usage: ``GDMIX_DATA_DIR=/path/to/data python benchmarks/movielens.py [--seed 0] 
 [--n-threads N] [--deep [--device auto]]``. Prints a table, then one JSON line (the last line
 of output).
 
-``--deep`` also trains the deep fixed-effect pipelines (``gdmix.movielens_example.
+``--deep`` also trains the deep fixed-effect pipelines (``gdmix.examples.movielens.
 run_deep_example``: the paper's title text CNN + linear part, and gdmix's best, a DLRM-style
 fixed effect over user and movie id embeddings), each with the per-user and per-movie random
 effects, and adds ``auc_deep`` (text CNN) and ``auc_deep_best`` (DLRM) to the JSON line.
@@ -51,7 +51,7 @@ from gdmix.data.movielens import (
 )
 from gdmix.metrics import roc_auc
 from gdmix.model import GDMixModel
-from gdmix.movielens_example import ExampleResult, run_deep_example, run_example
+from gdmix.examples.movielens import ExampleResult, run_deep_example, run_example
 
 PAPER_AUC = (0.6237, 0.7058, 0.7599)
 PAPER_DEEP_AUC = (0.7090, 0.7665, 0.7680)  # the paper's GDMix with the title text CNN

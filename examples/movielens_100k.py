@@ -12,7 +12,7 @@ import argparse
 import logging
 
 from gdmix.data.movielens import load_movielens_100k, split_movielens
-from gdmix.movielens_example import EXAMPLE_STAGES, run_example
+from gdmix.examples.movielens import EXAMPLE_STAGES, run_example
 
 PAPER = {"reference": [0.6237, 0.7058, 0.7599]}
 
