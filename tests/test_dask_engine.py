@@ -139,3 +139,8 @@ def test_cli_engine_dask(tmp_path, capsys):
     assert (tmp_path / "model" / "manifest.json").exists()
     assert main(["train", "--config", str(tmp_path / "job.yaml"), "--engine", "dask",
                  "--n-workers", "0"]) == 2  # fmt: skip
+
+
+def test_local_cluster_listens_on_loopback_only(client) -> None:
+    addresses = [client.scheduler.address, *client.scheduler_info()["workers"]]
+    assert addresses and all(a.startswith("tcp://127.0.0.1:") for a in addresses), addresses

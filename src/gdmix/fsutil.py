@@ -27,9 +27,11 @@ from types import TracebackType
 from gdmix.errors import OutputError
 
 __all__ = [
+    "WORK_MARKER",
     "PathLock",
     "debris",
     "fault_point",
+    "fresh_work_folder",
     "rename_exchange",
     "set_fault_hook",
     "sibling",
@@ -96,6 +98,38 @@ def rename_exchange(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> boo
     if err in _UNSUPPORTED:
         return False
     raise OSError(err, os.strerror(err), os.fspath(b))
+
+
+#: File that marks a scratch folder as gdmix's own (safe to empty and reuse).
+WORK_MARKER = ".gdmix-work"
+
+
+def fresh_work_folder(folder: str | os.PathLike[str]) -> Path:
+    """An empty scratch folder at ``folder``, marked as gdmix's.
+
+    A missing or empty folder is created and marked; a folder gdmix made before (it holds
+    the marker) is emptied; any other non-empty folder is left alone.
+
+    Raises
+    ------
+    OutputError
+        When ``folder`` holds files gdmix did not write, or is a file.
+    """
+    import shutil
+
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path} exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()):
+        if not (path / WORK_MARKER).is_file():
+            raise OutputError(
+                f"{path} holds files gdmix did not write; refusing to empty it (choose another "
+                "work folder)"
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / WORK_MARKER).write_text("scratch folder of gdmix; emptied by the next run\n")
+    return path
 
 
 def sibling(target: Path, kind: str) -> Path:

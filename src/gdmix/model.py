@@ -30,6 +30,7 @@ import pandas as pd
 from pydantic import TypeAdapter, ValidationError
 
 from gdmix.config import CoordinateConfig, DataConfig
+from gdmix.data.column_kinds import check_column_kinds
 from gdmix.data.io import TableLike, read_table
 from gdmix.data.roles import extract_roles
 from gdmix.effects.base import Coordinate
@@ -41,6 +42,7 @@ from gdmix.metrics import evaluate as evaluate_scores
 from gdmix.model_dir import (
     FORMAT_VERSION,
     coordinate_folder,
+    locate_model,
     read_manifest,
     write_manifest_file,
     write_model_directory,
@@ -115,6 +117,9 @@ class GDMixModel:
         Final metrics, saved in the manifest.
     history : list of dict, optional
         Training history (one record per coordinate update), saved in the manifest.
+    column_kinds : dict of str to str, optional
+        Kind of every feature column in the training data (see
+        :mod:`gdmix.data.column_kinds`); tables scored later must match.
     """
 
     def __init__(
@@ -124,11 +129,13 @@ class GDMixModel:
         *,
         metrics: dict[str, Any] | None = None,
         history: list[dict[str, Any]] | None = None,
+        column_kinds: dict[str, str] | None = None,
     ) -> None:
         self.coordinates = list(coordinates)
         self.data = data
         self.metrics = dict(metrics or {})
         self.history = list(history or [])
+        self.column_kinds = dict(column_kinds or {})
 
     def __getitem__(self, name: str) -> Coordinate:
         for c in self.coordinates:
@@ -148,10 +155,20 @@ class GDMixModel:
             cols.append(self.data.offset)
         return list(dict.fromkeys(cols))
 
-    def _read(self, data: TableLike, extra: list[str], optional: list[str]) -> pd.DataFrame:
-        return read_table(
+    def _read(
+        self, data: TableLike, extra: list[str], optional: list[str], where: str
+    ) -> pd.DataFrame:
+        frame = read_table(
             data, columns=list(dict.fromkeys([*self.input_columns(), *extra])), optional=optional
         )
+        self.check_columns(frame, where)
+        return frame
+
+    def check_columns(self, frame: pd.DataFrame, where: str) -> None:
+        """Raise :class:`DataError` when a feature column's kind (numbers, strings,
+        booleans, nested) differs from the training table's."""
+        numeric = {col for c in self.coordinates for col in c.config.features.numeric}
+        check_column_kinds(self.column_kinds, frame, where, numeric=numeric)
 
     def _score_frame(
         self, frame: pd.DataFrame, where: str
@@ -199,7 +216,7 @@ class GDMixModel:
             did in training (ids of another type, another column...).
         """
         uid = [self.data.uid] if self.data.uid is not None else []
-        frame = self._read(data, uid, optional=uid)
+        frame = self._read(data, uid, optional=uid, where=where)
         return self._score_frame(frame, where)[0]
 
     def predict_proba(self, data: TableLike) -> np.ndarray:
@@ -218,7 +235,9 @@ class GDMixModel:
         """
         group_by = list(group_by or [])
         optional = [c for c in (self.data.weight,) if c is not None]
-        frame = self._read(data, [self.data.label, *optional, *group_by], optional=optional)
+        frame = self._read(
+            data, [self.data.label, *optional, *group_by], optional=optional, where=where
+        )
         roles = extract_roles(
             frame, self.data, where, need_label=True, need_weight=False, need_uid=False
         )
@@ -262,7 +281,9 @@ class GDMixModel:
         def write(tmp: Path) -> None:
             for c in self.coordinates:
                 c.save(tmp / "coordinates" / c.name)
-            write_manifest(tmp, self.data, self.coordinates, self.metrics, self.history)
+            write_manifest(
+                tmp, self.data, self.coordinates, self.metrics, self.history, self.column_kinds
+            )
 
         return write_model_directory(path, write, overwrite=overwrite)
 
@@ -293,7 +314,7 @@ class GDMixModel:
             points outside itself, holds NaN coefficients, or names custom code that is
             not trusted.
         """
-        path = Path(path)
+        path = locate_model(path)
         manifest = read_manifest(path)
         try:
             data = DataConfig.model_validate(manifest["data"])
@@ -323,7 +344,16 @@ class GDMixModel:
             coord = coordinate_class(config.type).load(folder, config, entry["params"])
             coord.restore_stats(entry.get("stats") or {})
             coords.append(coord)
-        return cls(coords, data, metrics=manifest.get("metrics"), history=manifest.get("history"))
+        kinds = manifest.get("columns") or {}
+        if not isinstance(kinds, dict) or not all(isinstance(v, str) for v in kinds.values()):
+            raise ModelDirectoryError(f"{path}/manifest.json: 'columns' must map names to kinds")
+        return cls(
+            coords,
+            data,
+            metrics=manifest.get("metrics"),
+            history=manifest.get("history"),
+            column_kinds=kinds,
+        )
 
 
 def _warn_coverage(coord: RandomEffect, share: float, where: str) -> None:
@@ -357,6 +387,7 @@ def write_manifest(
     coordinates: list[Coordinate],
     metrics: dict[str, Any],
     history: list[dict[str, Any]],
+    column_kinds: dict[str, str] | None = None,
 ) -> None:
     """Write ``manifest.json`` of a model directory."""
     write_manifest_file(
@@ -366,6 +397,7 @@ def write_manifest(
             "coordinates": [coordinate_entry(c) for c in coordinates],
             "metrics": metrics,
             "history": history,
+            "columns": column_kinds or {},
         },
     )
 

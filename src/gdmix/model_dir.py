@@ -26,6 +26,7 @@ and keeps every path inside the model folder.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -49,6 +50,7 @@ __all__ = [
     "coordinate_folder",
     "is_model_directory",
     "jsonable",
+    "locate_model",
     "model_extras",
     "read_manifest",
     "write_manifest_file",
@@ -59,6 +61,7 @@ FORMAT_NAME = "gdmix-model"
 FORMAT_VERSION = 1
 #: Top-level entries gdmix writes in a model directory.
 MODEL_FILES = frozenset({"manifest.json", "coordinates", "report.html"})
+logger = logging.getLogger("gdmix")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
@@ -206,6 +209,25 @@ def coordinate_folder(path: str | os.PathLike[str], name: str) -> Path:
                 f"{path}: {entry.relative_to(path)} points outside the model directory"
             )
     return folder
+
+
+def locate_model(path: str | os.PathLike[str]) -> Path:
+    """The folder to read the model at ``path`` from.
+
+    That is ``path`` itself, except in the one state a save can leave without a model at
+    ``path``: killed between its two renames on a file system that cannot exchange
+    folders. The previous model then waits next to it (``.<name>.old-<hex>``), and is
+    read from there (the next save puts it back).
+    """
+    path = Path(path)
+    if path.exists():
+        return path
+    for kind, entry in debris(path):
+        if kind == "old" and is_model_directory(entry):
+            logger.warning("%s: reading the previous model from %s (an interrupted save)",
+                           path, entry.name)  # fmt: skip
+            return entry
+    return path
 
 
 # -- checks of a target -----------------------------------------------------------------

@@ -22,6 +22,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from gdmix.config import GDMixConfig
+from gdmix.data.column_kinds import check_column_kinds, column_kinds
 from gdmix.data.io import TableLike, read_table
 from gdmix.data.roles import RoleColumns, extract_roles
 from gdmix.effects.base import Coordinate, Validation
@@ -29,6 +30,7 @@ from gdmix.errors import ConfigError
 from gdmix.losses import logistic_loss
 from gdmix.metrics import evaluate as evaluate_scores
 from gdmix.model import GDMixModel, load_saved_coordinate, make_coordinate
+from gdmix.solvers.jit_cache import announce_compilation
 
 __all__ = ["Callback", "fit", "log_callback"]
 
@@ -87,6 +89,8 @@ class _Trainer:
         self.config = config
         self.callbacks = callbacks
         self.stopped: dict[str, Any] = {}
+        if any(cc.type == "random" and not cc.locked for cc in config.coordinates):
+            announce_compilation()
         tc = config.training
         roles = extract_roles(train, config.data, "training data", need_label=True)
         self.coords: list[Coordinate] = []
@@ -114,8 +118,12 @@ class _Trainer:
                 coord.progress_factory = _progress_factory(tc.progress)
             self.coords.append(coord)
         self.train = self._prepare("training data", train, roles, training=True)
+        feature_columns = [col for cc in config.coordinates for col in _feature_columns(cc)]
+        self.column_kinds = column_kinds(train, list(dict.fromkeys(feature_columns)))
         self.validation = None
         if validation is not None:
+            numeric = {col for cc in config.coordinates for col in cc.features.numeric}
+            check_column_kinds(self.column_kinds, validation, "validation data", numeric=numeric)
             vroles = extract_roles(validation, config.data, "validation data", need_label=True)
             self.validation = self._prepare("validation data", validation, vroles, training=False)
         self.history: list[dict[str, Any]] = []
@@ -289,19 +297,48 @@ class _Trainer:
         if self.validation is not None:
             metrics["best_pass"] = self.best_pass
         metrics["stopped"] = self.stopped
-        return GDMixModel(self.coords, self.config.data, metrics=metrics, history=self.history)
+        return GDMixModel(
+            self.coords,
+            self.config.data,
+            metrics=metrics,
+            history=self.history,
+            column_kinds=self.column_kinds,
+        )
+
+
+def _feature_columns(config: Any) -> list[str]:
+    """Feature columns a coordinate reads (its text column too)."""
+    text = getattr(config, "text", None)
+    return [*config.features.columns(), *([text.column] if text is not None else [])]
 
 
 #: A coordinate whose scores reach this size (a probability within 1e-15 of 0 or 1) is
-#: running off: separable data with no (or a negligible) penalty.
+#: running off, as on separable data with a negligible penalty.
 RUNAWAY_LOGIT = 35.0
+#: The same for a coordinate with no penalty at all (``l2: 0``), whose solver stops when
+#: the gradient vanishes at large margins (probabilities within 3e-7 of 0 or 1) instead
+#: of at an optimum that does not exist.
+RUNAWAY_LOGIT_UNPENALISED = 15.0
+
+
+def _unpenalised(coord: Coordinate, params: dict[str, Any]) -> bool:
+    if coord.kind not in ("fixed", "random"):
+        return False
+    values = [params.get("l2")]
+    if coord.kind == "random" and coord.config.intercept:
+        values.append(params.get("intercept_l2", params.get("l2")))
+    return any(v is not None and float(v) == 0.0 for v in values)
 
 
 def _check_convergence(coord: Coordinate, record: dict[str, Any], scores: np.ndarray) -> None:
     """Mark in ``record`` and log when a fit did not converge or its scores run off."""
     largest = float(np.max(np.abs(scores))) if len(scores) else 0.0
     record["max_abs_score"] = largest
-    if largest > RUNAWAY_LOGIT:
+    params = record["params"]
+    if params.get("intercept_l2", 0) is None:
+        params = {**params, "intercept_l2": params.get("l2")}
+    limit = RUNAWAY_LOGIT_UNPENALISED if _unpenalised(coord, params) else RUNAWAY_LOGIT
+    if largest > limit:
         record["converged"] = False
         record["diverged"] = True
         logger.warning(

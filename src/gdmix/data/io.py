@@ -149,7 +149,6 @@ def check_output_file(
     from gdmix.model_dir import check_writable_parent
 
     path = Path(path)
-    output_format(path)
     if path.is_dir():
         raise OutputError(f"{path} is a folder; give the output file's name")
     target = path.resolve()
@@ -160,6 +159,7 @@ def check_output_file(
     model = _inside_model(path)
     if model is not None:
         raise OutputError(f"{path} lies inside the gdmix model directory {model}; write elsewhere")
+    output_format(path)
     if path.exists() and not overwrite:
         raise OutputError(f"{path} exists; pass --overwrite (overwrite=True) to replace it")
     check_writable_parent(path)

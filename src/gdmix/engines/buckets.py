@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import pyarrow.parquet as pq
 
 from gdmix.data.entity_keys import int_like
 from gdmix.errors import DataError
+from gdmix.fsutil import fresh_work_folder
 
 __all__ = ["BucketFiles", "entity_buckets", "n_buckets_for", "partition_by_entity"]
 
@@ -111,7 +111,8 @@ def partition_by_entity(
     columns : list of str
         Columns to keep (``entity`` is added if missing).
     folder : path
-        Output folder (replaced if it exists).
+        Output folder: new, empty, or made by an earlier run (then emptied); a folder
+        holding other files is refused.
     n_buckets : int
         Number of buckets.
     batch_rows : int
@@ -130,10 +131,7 @@ def partition_by_entity(
     missing = [c for c in cols if c not in dataset.schema.names]
     if missing:
         raise DataError(f"{source}: missing column(s) {missing}")
-    out = Path(folder)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out = fresh_work_folder(folder)
     files = BucketFiles(out, n_buckets, np.zeros(n_buckets, dtype=np.int64))
     writers: dict[int, pq.ParquetWriter] = {}
     try:

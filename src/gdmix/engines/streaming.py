@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,9 @@ from gdmix.effects.random_effect import RandomEffect
 from gdmix.effects.random_table import write_coefficients
 from gdmix.engines.buckets import _dataset, n_buckets_for, partition_by_entity
 from gdmix.errors import ConfigError
+from gdmix.fsutil import fresh_work_folder
 from gdmix.model import write_manifest, write_model_directory
+from gdmix.model_dir import check_model_target
 
 __all__ = ["StreamingResult", "fit_random_effect_streaming"]
 
@@ -67,6 +68,7 @@ def fit_random_effect_streaming(
     n_buckets: int | None = None,
     batch_rows: int = 1_000_000,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> StreamingResult:
     """Train one random-effect coordinate on Parquet data larger than memory.
 
@@ -83,7 +85,9 @@ def fit_random_effect_streaming(
     output : path
         Model directory to write (atomically).
     work_dir : path
-        Folder for the bucket files and the scores (``work_dir/scores``).
+        Folder for the bucket files (``work_dir/buckets``) and the scores
+        (``work_dir/scores``). Those two are gdmix's scratch folders: emptied when an
+        earlier run made them, refused when they hold anything else.
     memory_budget_gb : float
         Memory the solve may use; sets the number of buckets unless ``n_buckets`` is given.
     n_buckets : int, optional
@@ -92,6 +96,8 @@ def fit_random_effect_streaming(
         Rows read at a time while partitioning.
     progress : bool
         Show progress bars.
+    overwrite : bool
+        Also replace a model directory at ``output`` that holds files gdmix did not write.
 
     Returns
     -------
@@ -115,6 +121,7 @@ def fit_random_effect_streaming(
         n_buckets = n_buckets_for(
             n_rows, values_per_row * _BYTES_PER_VALUE, memory_budget_gb * 2**30
         )
+    check_model_target(output, overwrite=overwrite)  # before hours of partitioning
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
 
@@ -138,10 +145,7 @@ def fit_random_effect_streaming(
 
     # Pass 2: solve and score bucket by bucket.
     start = time.perf_counter()
-    scores_dir = work / "scores"
-    if scores_dir.exists():
-        shutil.rmtree(scores_dir)
-    scores_dir.mkdir()
+    scores_dir = fresh_work_folder(work / "scores")
     n_entities = 0
     params = dict(grid[0])
     coord = RandomEffect(config)
@@ -178,7 +182,7 @@ def fit_random_effect_streaming(
         metrics = {"streaming": {"n_rows": n_rows, "n_buckets": n_buckets}}
         write_manifest(tmp, data, [coord], metrics, [])
 
-    model_dir = write_model_directory(output, write)
+    model_dir = write_model_directory(output, write, overwrite=overwrite)
     seconds_solve = time.perf_counter() - start
     return StreamingResult(model_dir, scores_dir, n_rows, n_entities, n_buckets,
                            seconds_partition, seconds_solve)  # fmt: skip
