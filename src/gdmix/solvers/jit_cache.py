@@ -20,10 +20,11 @@ _MODULES = ("gdmix.losses", "gdmix.solvers.newton", "gdmix.solvers.lockstep",
 _announced = False
 
 
-def uncached_kernels() -> tuple[list[str], str | None]:
-    """Names of the compiled kernels with no entry in the on-disk cache, and the cache
-    folder."""
+def uncached_kernels() -> tuple[list[str], list[str], str | None]:
+    """Names of the compiled kernels with no entry in the on-disk cache, of those with
+    one, and the cache folder."""
     missing: list[str] = []
+    cached: list[str] = []
     folder = None
     for name in _MODULES:
         try:
@@ -36,22 +37,26 @@ def uncached_kernels() -> tuple[list[str], str | None]:
             if index is None:
                 continue
             folder = os.path.dirname(index)
-            if not os.path.exists(index):
-                missing.append(f"{name}.{attr}")
-    return missing, folder
+            (cached if os.path.exists(index) else missing).append(f"{name}.{attr}")
+    return missing, cached, folder
 
 
 def announce_compilation() -> None:
-    """Log (once per process) that kernels are being compiled, when some are not cached."""
+    """Log (once per process) that kernels are being compiled, when none is cached yet.
+
+    A job compiles only the kernels it uses, so some may stay uncached for good (the wide
+    shard kernels, in a job without wide shards); a cache holding any of gdmix's kernels
+    means the first run is over.
+    """
     global _announced
     if _announced:
         return
     _announced = True
     try:
-        missing, folder = uncached_kernels()
+        missing, cached, folder = uncached_kernels()
     except Exception:  # numba internals moved: say nothing rather than fail
         return
-    if missing:
+    if missing and not cached:
         logger.warning(
             "compiling gdmix's kernels (%d of them); this happens once and takes about a "
             "minute; they are cached in %s",
