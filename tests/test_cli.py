@@ -158,7 +158,10 @@ def test_locked_coordinate_keeps_its_coefficients(toy_job, trained_toy_model, ca
         (["score"], ["--model", "--data", "--output"]),
         (["evaluate"], ["--model", "--data", "--group-by"]),
         (["data"], ["movielens-100k"]),
-        (["data", "movielens-100k"], ["--output", "--data-dir", "--seed", "--no-download"]),
+        (
+            ["data", "movielens-100k"],
+            ["--output", "--data-dir", "--seed", "--no-download", "--overwrite"],
+        ),
         ([], ["train", "score", "evaluate", "data", "--version", "--quiet"]),
     ],
 )
@@ -200,3 +203,18 @@ def test_data_movielens_100k(tmp_path: Path, capsys) -> None:
         assert f"{name}: {path}" in printed
         assert pq.read_metadata(path).num_rows == n
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.parquet" for n in rows)
+
+
+def test_data_movielens_100k_keeps_existing_files(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "ml100k"
+    out.mkdir()
+    (out / "test.parquet").write_text("my own test set")
+    args = ["data", "movielens-100k", "--output", str(out), "--no-download"]
+    capsys.readouterr()
+    assert main([*args, "--data-dir", str(_data_root())]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--overwrite" in err[0], err
+    assert (out / "test.parquet").read_text() == "my own test set"
+    assert sorted(p.name for p in out.iterdir()) == ["test.parquet"]  # nothing written
+    assert main([*args, "--data-dir", str(_data_root()), "--overwrite"]) == 0
+    assert pq.read_metadata(out / "test.parquet").num_rows == 20000

@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ml.add_argument("--data-dir", type=Path, help="folder holding ml-100k (or ml-100k itself)")
     ml.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     ml.add_argument("--no-download", action="store_true", help="fail instead of downloading")
+    ml.add_argument("--overwrite", action="store_true", help="replace existing files")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +33,11 @@ def run(args: argparse.Namespace) -> int:
     from gdmix.data.movielens import write_movielens_parquet
 
     paths = write_movielens_parquet(
-        args.output, data_dir=args.data_dir, seed=args.seed, download=not args.no_download
+        args.output,
+        data_dir=args.data_dir,
+        seed=args.seed,
+        download=not args.no_download,
+        overwrite=args.overwrite,
     )
     for name, path in paths.items():
         print(f"{name}: {path}")

@@ -325,6 +325,7 @@ def write_movielens_parquet(
     data_dir: str | os.PathLike | None = None,
     seed: int = 0,
     download: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, pathlib.Path]:
     """Load, split and write MovieLens-100K as ``train/validation/test.parquet``.
 
@@ -336,24 +337,23 @@ def write_movielens_parquet(
         Passed to :func:`find_movielens_100k`.
     seed : int, default 0
         Passed to :func:`split_movielens`.
+    overwrite : bool, default False
+        Replace files of those names that already exist (else they are an error, found
+        before anything is read).
 
     Returns
     -------
     dict of str to pathlib.Path
         ``{"train": ..., "validation": ..., "test": ...}``, the paths written.
     """
+    from gdmix.data.io import check_output_file, write_table
+
     out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    names = ("train", "validation", "test")
+    for name in names:
+        check_output_file(out / f"{name}.parquet", overwrite=overwrite)
     splits = split_movielens(load_movielens_100k(data_dir, download=download), seed=seed)
     paths: dict[str, pathlib.Path] = {}
-    for name, frame in zip(("train", "validation", "test"), splits, strict=True):
-        path = out / f"{name}.parquet"
-        fd, tmp_name = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".parquet.tmp")
-        os.close(fd)
-        try:
-            frame.to_parquet(tmp_name, engine="pyarrow", index=False)
-            os.replace(tmp_name, path)
-        finally:
-            pathlib.Path(tmp_name).unlink(missing_ok=True)
-        paths[name] = path
+    for name, frame in zip(names, splits, strict=True):
+        paths[name] = write_table(frame, out / f"{name}.parquet", overwrite=overwrite)
     return paths

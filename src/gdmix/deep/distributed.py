@@ -83,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--engine", choices=["local"], help="overrides training.engine")
     parser.add_argument("-q", "--quiet", action="store_true", help="log only warnings")
     parser.add_argument(
+        "--overwrite", action="store_true", help="replace a model folder holding other files"
+    )
+    parser.add_argument(
+        "--trust-custom-code",
+        action="store_true",
+        help="allow init_model folders to name custom PyTorch modules to import",
+    )
+    parser.add_argument(
         "--init-timeout", type=float, default=INIT_TIMEOUT, help="seconds to join the group"
     )
     parser.add_argument(
@@ -119,6 +127,9 @@ def _prepare(args: argparse.Namespace, world_size: int) -> tuple[GDMixConfig, Pa
         },
     )
     output = model_output(config, args.output)
+    from gdmix.model_dir import check_model_target
+
+    check_model_target(output, overwrite=args.overwrite)  # before any process starts
     if config.training.engine != "local":
         raise ConfigError(
             "data-parallel training (--nproc, torchrun) runs the 'local' engine; "
@@ -226,7 +237,11 @@ def _train(args: argparse.Namespace) -> dict[str, Any] | None:
         group = dist.new_group(timeout=timedelta(seconds=args.timeout))
         fixed_torch.set_process_group(group)
         logger.info("rank %d of %d (%s): training", rank, world, backend)
-        model = fit(config, callbacks=[log_callback] if rank == 0 else [])
+        model = fit(
+            config,
+            callbacks=[log_callback] if rank == 0 else [],
+            trust_custom_code=args.trust_custom_code,
+        )
         deep = [c for c in model.coordinates if c.kind == "deep" and c.name not in _locked(config)]
         mine = {c.name: state_checksum(c.get_state()["state_dict"]) for c in deep}
         everyone: list[Any] = [None] * world
@@ -246,7 +261,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any] | None:
         }
         if config.data.test is not None:
             model.metrics["test"] = model.evaluate(config.data.test, where="test data")
-        model.save(output)
+        model.save(output, overwrite=args.overwrite)
         logger.info("model saved to %s", output)
         return {"model": str(output), **model.metrics}
     finally:
