@@ -105,6 +105,10 @@ class RandomEffectConfig(CoordinateBase):
         coefficients, precision = 1 / old variance), so a refresh on new data does not
         forget older data. The previous model must have variances; entities it does not
         know get the usual ``N(0, 1/l2)`` prior.
+    warm_start : bool
+        With ``init_model`` (not locked): start each entity's solve from its previous
+        coefficients (True, the default) or from zero (False: a refit on the new data
+        alone). Either way entities absent from the new data keep their previous model.
     mode : {"entity", "cohort"}
         ``entity``: compiled Newton solves over blocks of entities (millions of small
         entities). ``cohort``: few entities with very many rows each (per country...);
@@ -121,6 +125,7 @@ class RandomEffectConfig(CoordinateBase):
     seed: int = 0
     variance: Literal["none", "simple", "full"] = "none"
     incremental: bool = False
+    warm_start: bool = True
     mode: Literal["entity", "cohort"] = "entity"
 
     @model_validator(mode="after")

@@ -96,6 +96,8 @@ class RandomEffect(Coordinate):
         self.key_kind: KeyKind = "int"
         #: Share of training rows whose entity has a model (scoring compares against it).
         self.train_coverage: float | None = None
+        #: Refreshes since each entity last had rows (see :func:`gdmix.refresh.refresh`).
+        self.entity_age = np.zeros(0, dtype=np.int64)
 
     @property
     def intercept_l2(self) -> float:
@@ -186,6 +188,13 @@ class RandomEffect(Coordinate):
                     base.intercept_variance, base.variance,
                 )  # fmt: skip
         self.has_model = self.trainable | self._from_base
+        self.entity_age = np.zeros(n, dtype=np.int64)
+        if base is not None:
+            self.entity_age[pos] = base.entity_age
+            if not self.config.warm_start:  # refit from zero; absent entities keep theirs
+                restart = np.flatnonzero(self.trainable & self._from_base)
+                self.coef = _zero_rows(self.coef, restart)
+                self.intercept[restart] = 0.0
 
     def design(
         self, frame: pd.DataFrame, where: str, *, training: bool = False
@@ -408,8 +417,11 @@ class RandomEffect(Coordinate):
         keep = np.flatnonzero(self.has_model)
         var = self.variance[keep] if self.variance is not None else None
         ivar = self.intercept_variance[keep] if self.intercept_variance is not None else None
+        aged = len(self.entity_age) == len(self.entity_ids)
+        age = self.entity_age[keep] if aged else None
         return RandomEffectArrays(self.entity_ids[keep], self.n_rows[keep],
-                                  self.intercept[keep], self.coef[keep], ivar, var)  # fmt: skip
+                                  self.intercept[keep], self.coef[keep], ivar, var,
+                                  age=age)  # fmt: skip
 
     def coefficient_table(self) -> pd.DataFrame:
         """Entities with a model as a DataFrame (the Parquet table's columns)."""
@@ -443,6 +455,20 @@ class RandomEffect(Coordinate):
         self.intercept_variance = arrays.intercept_variance
         self.has_model = np.ones(len(self.entity_ids), dtype=bool)
         self.trainable = np.zeros(len(self.entity_ids), dtype=bool)
+        n = len(self.entity_ids)
+        self.entity_age = arrays.age if arrays.age is not None else np.zeros(n, dtype=np.int64)
+
+
+def _zero_rows(matrix: np.ndarray | sp.csr_matrix, rows: np.ndarray) -> np.ndarray | sp.csr_matrix:
+    """``matrix`` with ``rows`` set to 0 (dense in place, CSR as a new matrix)."""
+    if not sp.issparse(matrix):
+        matrix[rows] = 0.0
+        return matrix
+    keep = np.ones(matrix.shape[0])
+    keep[rows] = 0.0
+    out = (sp.diags(keep) @ matrix).tocsr()
+    out.eliminate_zeros()
+    return out
 
 
 def _place_rows(

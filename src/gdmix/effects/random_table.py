@@ -43,6 +43,8 @@ class RandomEffectArrays:
     coef: np.ndarray | sp.csr_matrix
     intercept_variance: np.ndarray | None = None
     variance: np.ndarray | sp.csr_matrix | None = None
+    #: Refreshes since the entity last had rows (0: in the latest data).
+    age: np.ndarray | None = None
 
 
 def _entity_array(ids: pd.Index) -> pa.Array:
@@ -78,6 +80,8 @@ def coefficient_table(
         "indices": pa.ListArray.from_arrays(offsets, pa.array(cols.astype(np.int32))),
         "values": pa.ListArray.from_arrays(offsets, pa.array(values, type=pa.float64())),
     }
+    if arrays.age is not None and np.any(arrays.age):
+        columns["age"] = pa.array(arrays.age, type=pa.int32())
     if variances is not None and arrays.intercept_variance is not None:
         columns["intercept_variance"] = pa.array(arrays.intercept_variance, type=pa.float64())
         columns["variances"] = pa.ListArray.from_arrays(
@@ -128,6 +132,8 @@ def read_coefficients(
         intercept=intercept,
         coef=coef,
     )
+    if "age" in table.column_names:
+        out.age = table.column("age").to_numpy().astype(np.int64)
     if "variances" in table.column_names:
         if default_variance is None:
             raise ValueError("a table with variances needs the default variance")
