@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ __all__ = [
     "coordinate_class",
     "load_saved_coordinate",
     "make_coordinate",
+    "model_path",
     "write_manifest",
     "write_model_directory",
 ]
@@ -120,6 +122,9 @@ class GDMixModel:
     column_kinds : dict of str to str, optional
         Kind of every feature column in the training data (see
         :mod:`gdmix.data.column_kinds`); tables scored later must match.
+    lineage : dict, optional
+        Where the model comes from (parent version, mode, data, metrics before and
+        after: see :func:`gdmix.refresh.refresh`), saved in the manifest.
     """
 
     def __init__(
@@ -130,12 +135,16 @@ class GDMixModel:
         metrics: dict[str, Any] | None = None,
         history: list[dict[str, Any]] | None = None,
         column_kinds: dict[str, str] | None = None,
+        lineage: dict[str, Any] | None = None,
     ) -> None:
         self.coordinates = list(coordinates)
         self.data = data
         self.metrics = dict(metrics or {})
         self.history = list(history or [])
         self.column_kinds = dict(column_kinds or {})
+        self.lineage = dict(lineage or {})
+        #: Folder the model was loaded from (None for a model trained in this process).
+        self.path: Path | None = None
 
     def __getitem__(self, name: str) -> Coordinate:
         for c in self.coordinates:
@@ -278,14 +287,32 @@ class GDMixModel:
             ``path`` (if any) is then untouched.
         """
 
-        def write(tmp: Path) -> None:
-            for c in self.coordinates:
-                c.save(tmp / "coordinates" / c.name)
-            write_manifest(
-                tmp, self.data, self.coordinates, self.metrics, self.history, self.column_kinds
-            )
+        return write_model_directory(path, self.write_into, overwrite=overwrite)
 
-        return write_model_directory(path, write, overwrite=overwrite)
+    def write_into(self, folder: Path) -> None:
+        """Write the model's files into the empty folder ``folder`` (not atomic: use
+        :meth:`save`, or a :class:`gdmix.store.ModelStore`, which call this).
+
+        A coordinate kept frozen from another model (a locked coordinate) is hard-linked
+        from that model's folder instead of being written again, where the file system
+        allows.
+        """
+        for c in self.coordinates:
+            target = folder / "coordinates" / c.name
+            source = getattr(c, "frozen_source", None)
+            if source is not None and Path(source).is_dir():
+                link_tree(Path(source), target)
+            else:
+                c.save(target)
+        write_manifest(
+            folder,
+            self.data,
+            self.coordinates,
+            self.metrics,
+            self.history,
+            self.column_kinds,
+            self.lineage,
+        )
 
     @classmethod
     def load(
@@ -300,7 +327,7 @@ class GDMixModel:
         Parameters
         ----------
         path : path
-            The model directory.
+            The model directory, or a model store (its current version).
         trust_custom_code : bool
             Allow a deep coordinate to import the custom ``torch.nn.Module`` its manifest
             names. Off by default: a model folder from elsewhere must not run code.
@@ -314,7 +341,7 @@ class GDMixModel:
             points outside itself, holds NaN coefficients, or names custom code that is
             not trusted.
         """
-        path = locate_model(path)
+        path = model_path(path)
         manifest = read_manifest(path)
         try:
             data = DataConfig.model_validate(manifest["data"])
@@ -347,13 +374,30 @@ class GDMixModel:
         kinds = manifest.get("columns") or {}
         if not isinstance(kinds, dict) or not all(isinstance(v, str) for v in kinds.values()):
             raise ModelDirectoryError(f"{path}/manifest.json: 'columns' must map names to kinds")
-        return cls(
+        lineage = manifest.get("lineage") or {}
+        if not isinstance(lineage, dict):
+            raise ModelDirectoryError(f"{path}/manifest.json: 'lineage' must be an object")
+        model = cls(
             coords,
             data,
             metrics=manifest.get("metrics"),
             history=manifest.get("history"),
             column_kinds=kinds,
+            lineage=lineage,
         )
+        model.path = path
+        return model
+
+
+def model_path(path: str | os.PathLike[str]) -> Path:
+    """The real folder of the model at ``path``: a model directory, or a model store's
+    current version; symbolic links resolved, so that a ``current`` pointer switched
+    while the model is being read changes nothing."""
+    from gdmix.store import ModelStore, is_store
+
+    if is_store(path):
+        path = ModelStore(path).path("current")
+    return locate_model(path).resolve()
 
 
 def _warn_coverage(coord: RandomEffect, share: float, where: str) -> None:
@@ -388,6 +432,7 @@ def write_manifest(
     metrics: dict[str, Any],
     history: list[dict[str, Any]],
     column_kinds: dict[str, str] | None = None,
+    lineage: dict[str, Any] | None = None,
 ) -> None:
     """Write ``manifest.json`` of a model directory."""
     write_manifest_file(
@@ -398,8 +443,24 @@ def write_manifest(
             "metrics": metrics,
             "history": history,
             "columns": column_kinds or {},
+            "lineage": lineage or {},
         },
     )
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """Recreate the folder ``source`` at ``target`` with hard links (copies where the file
+    system cannot link, e.g. across devices)."""
+    for entry in sorted(source.rglob("*")):
+        dest = target / entry.relative_to(source)
+        if entry.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(entry, dest)
+        except OSError:
+            shutil.copy2(entry, dest)
 
 
 def _differences(config: Any, saved: Any) -> list[str]:
@@ -429,7 +490,7 @@ def load_saved_coordinate(config: Any, *, trust_custom_code: bool = False) -> Co
     ConfigError
         When the model lacks the coordinate or the configs disagree.
     """
-    path = config.init_model
+    path = model_path(config.init_model)
     manifest = read_manifest(path)
     entry = next((e for e in manifest["coordinates"] if e["name"] == config.name), None)
     if entry is None:
@@ -453,4 +514,7 @@ def load_saved_coordinate(config: Any, *, trust_custom_code: bool = False) -> Co
     module = _custom_module(saved)
     trusted = trust_custom_code or (module is not None and module == _custom_module(config))
     model = GDMixModel.load(path, trust_custom_code=trusted, coordinates=[config.name])
-    return model[config.name]
+    coord = model[config.name]
+    assert model.path is not None
+    coord.frozen_source = model.path / "coordinates" / config.name
+    return coord

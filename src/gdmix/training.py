@@ -433,4 +433,22 @@ def fit(
         validation = config.data.validation
     train_frame = read_table(train)
     val_frame = read_table(validation) if validation is not None else None
-    return _Trainer(config, train_frame, val_frame, list(callbacks or []), trust_custom_code).run()
+    start = time.perf_counter()
+    model = _Trainer(config, train_frame, val_frame, list(callbacks or []), trust_custom_code).run()
+    model.lineage = {
+        "mode": "train",
+        "data": {"train": _data_entry(train, train_frame)},
+        "generation": 0,
+        "seconds": time.perf_counter() - start,
+    }
+    if val_frame is not None:
+        assert validation is not None
+        model.lineage["data"]["validation"] = _data_entry(validation, val_frame)
+    return model
+
+
+def _data_entry(source: TableLike, frame: pd.DataFrame) -> dict[str, Any]:
+    entry: dict[str, Any] = {"rows": len(frame)}
+    if not isinstance(source, pd.DataFrame):
+        entry["path"] = str(source)
+    return entry

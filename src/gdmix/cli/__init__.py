@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from gdmix._version import __version__
-from gdmix.cli import data, evaluate, score, train
+from gdmix.cli import data, evaluate, models, refresh, score, train
 from gdmix.errors import GDMixError
 
 __all__ = ["main"]
@@ -23,7 +23,7 @@ logger = logging.getLogger("gdmix")
 
 #: Command modules, in the order ``gdmix --help`` lists them. Each has ``NAME``, ``HELP``,
 #: ``add_arguments(parser)`` and ``run(args) -> int``.
-COMMANDS: list[ModuleType] = [train, score, evaluate, data]
+COMMANDS: list[ModuleType] = [train, refresh, models, score, evaluate, data]
 
 _DESCRIPTION = """\
 gdmix trains generalized deep mixed models: logit = offset + f(x) + sum_i r_i(x_i),
@@ -33,6 +33,8 @@ a global fixed effect plus per-entity random effects, by block coordinate descen
   gdmix train --config examples/movielens_100k.yaml train, save, report test metrics
   gdmix score --model DIR --data FILE --output F    per-coordinate and total scores
   gdmix evaluate --model DIR --data FILE           AUC, log loss, per-entity AUC
+  gdmix refresh --model STORE --data NEW           retrain the random effects, publish
+  gdmix models list --store STORE                  the versions of a model store
 
 Bad input (missing column, bad labels, NaN, unknown config key, unusable output path,
 full disk...) is reported in one line with exit status 2.

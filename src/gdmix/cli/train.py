@@ -28,7 +28,13 @@ logger = logging.getLogger("gdmix")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``gdmix train``."""
     parser.add_argument("--config", required=True, type=Path, help="YAML config file")
-    parser.add_argument("--output", type=Path, help="model directory (overrides 'output')")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--output", type=Path, help="model directory (overrides 'output')")
+    where.add_argument(
+        "--store",
+        type=Path,
+        help="publish the model as the next version of this model store, and promote it",
+    )
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -94,10 +100,12 @@ def _run_distributed(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Train, evaluate on the test table (if the config names one), save, print metrics."""
     from gdmix.config import load_config, model_output, with_overrides
-    from gdmix.model_dir import check_model_target
+    from gdmix.model_dir import check_model_target, check_writable_parent
     from gdmix.training import fit, log_callback
 
     if args.nproc != 1:
+        if args.store is not None:
+            raise ConfigError("--store is not supported with --nproc; use --output")
         return _run_distributed(args)
     config = with_overrides(
         load_config(args.config),
@@ -108,12 +116,25 @@ def run(args: argparse.Namespace) -> int:
         },
         dask={"scheduler": args.scheduler, "n_workers": args.n_workers},
     )
-    output = model_output(config, args.output)
-    check_model_target(output, overwrite=args.overwrite)  # before any work
+    output = None
+    if args.store is None:
+        output = model_output(config, args.output)
+        check_model_target(output, overwrite=args.overwrite)  # before any work
+    else:
+        check_writable_parent(args.store / "versions")
     model = fit(config, callbacks=[log_callback], trust_custom_code=args.trust_custom_code)
     if config.data.test is not None:
         model.metrics["test"] = model.evaluate(config.data.test, where="test data")
-    model.save(output, overwrite=args.overwrite)
-    logger.info("model saved to %s", output)
-    print(json.dumps({"model": str(output), **model.metrics}, indent=2, default=str))
+    report: dict[str, object] = {}
+    if output is not None:
+        model.save(output, overwrite=args.overwrite)
+        logger.info("model saved to %s", output)
+        report["model"] = str(output)
+    else:
+        from gdmix.store import ModelStore
+
+        store = ModelStore(args.store)
+        version = store.publish(model.write_into, promote=True, reason="gdmix train")
+        report.update(model=str(store.path(version)), version=version)
+    print(json.dumps({**report, **model.metrics}, indent=2, default=str))
     return 0

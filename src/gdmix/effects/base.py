@@ -49,6 +49,9 @@ class Coordinate(ABC):
         self.features: FeatureIndex | None = None
         self.params: dict[str, Any] = dict(config.search_grid()[0])
         self.fitted = False
+        #: Folder of the model this coordinate is kept frozen from (a locked coordinate):
+        #: saving hard-links its files from there instead of writing them again.
+        self.frozen_source: Path | None = None
 
     @property
     def l2(self) -> float:
