@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gdmix.data.layout import downsample_weights, group_rows
+from gdmix.data.layout import counting_sort, counting_sort_positions, downsample_weights, group_rows
 
 
 def _ids(kind, seed=0, n=2000, n_entities=150):
@@ -134,3 +134,24 @@ def test_downsample_any_seed_without_warning(seed):
         perm, starts, mult = downsample_weights(layout, 4, seed=seed)
     assert np.array_equal(np.diff(starts), np.minimum(layout.counts, 4))
     assert np.array_equal(np.sort(perm), np.flatnonzero(mult > 0))
+
+
+@pytest.mark.parametrize("n_groups", [1, 7, 500])
+def test_counting_sort_equals_stable_argsort(n_groups):
+    rng = np.random.default_rng(n_groups)
+    codes = rng.integers(0, n_groups, size=3000)
+    order, starts = counting_sort(codes, n_groups + 3)  # trailing groups without rows
+    assert np.array_equal(order, np.argsort(codes, kind="stable"))
+    assert np.array_equal(np.diff(starts), np.bincount(codes, minlength=n_groups + 3))
+    order2, starts2, positions = counting_sort_positions(codes, n_groups + 3)
+    assert np.array_equal(order2, order) and np.array_equal(starts2, starts)
+    assert np.array_equal(positions[order], np.arange(len(codes)))
+
+
+def test_counting_sort_rejects_codes_out_of_range():
+    with pytest.raises(ValueError, match="codes"):
+        counting_sort(np.array([0, 3, 1]), 3)
+    with pytest.raises(ValueError, match="codes"):
+        counting_sort(np.array([0, -1]), 3)
+    order, starts = counting_sort(np.zeros(0, dtype=np.int64), 2)
+    assert len(order) == 0 and starts.tolist() == [0, 0, 0]

@@ -10,7 +10,7 @@ from sklearn.metrics import log_loss as sk_log_loss
 from sklearn.metrics import roc_auc_score
 
 from gdmix.errors import DataError
-from gdmix.metrics import evaluate, grouped_auc, log_loss, roc_auc
+from gdmix.metrics import BinaryEvaluator, evaluate, grouped_auc, log_loss, roc_auc
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -172,3 +172,58 @@ def test_evaluate() -> None:
     assert out["n_rows"] == y.shape[0]
     assert out["auc@user"] == pytest.approx(grouped_auc(y, s, g, w), abs=0)
     assert set(evaluate(y, s)) == {"auc", "log_loss", "n_rows"}
+
+
+def _brute_force_auc(y, s, w):
+    """Sum over every (positive, negative) pair, written independently of gdmix."""
+    y = np.asarray(y)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    wins = (s[pos][:, None] > s[neg][None, :]) + 0.5 * (s[pos][:, None] == s[neg][None, :])
+    pair_w = w[pos][:, None] * w[neg][None, :]
+    return float((wins * pair_w).sum() / pair_w.sum())
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("weights", ["none", "random", "constant", "some_zero"])
+def test_binary_evaluator_matches_sklearn_and_brute_force(ties: bool, weights: str) -> None:
+    rng = np.random.default_rng(11)
+    n = 700
+    y = rng.integers(0, 2, size=n)
+    w = {
+        "none": None,
+        "random": rng.uniform(0.0, 3.0, size=n),
+        "constant": np.full(n, 2.5),
+        "some_zero": rng.uniform(0.0, 1.0, size=n) * (rng.uniform(size=n) < 0.7),
+    }[weights]
+    evaluator = BinaryEvaluator(y, w)
+    for k in range(4):  # the same labels and weights, new scores each time
+        s = rng.normal(size=n) + 0.3 * k * y
+        if ties:
+            s = np.round(s, 1)
+        expected = roc_auc_score(y, s, sample_weight=w)
+        assert evaluator.auc(s) == pytest.approx(expected, abs=1e-12)
+        brute = _brute_force_auc(y, s, np.ones(n) if w is None else w)
+        assert evaluator.auc(s) == pytest.approx(brute, abs=1e-12)
+        expected_ll = sk_log_loss(y, _sigmoid(s), sample_weight=w)
+        assert evaluator.log_loss(s) == pytest.approx(expected_ll, rel=1e-12, abs=1e-12)
+
+
+def test_unweighted_auc_is_an_exact_ratio_of_pair_counts() -> None:
+    # 3 positives, 4 negatives: pairs won 2 + 3.5 + 4 = 9.5 of 12 -> 19/24 exactly.
+    y = [1, 0, 1, 0, 0, 1, 0]
+    s = [0.5, 0.5, 0.9, 0.1, 0.2, 0.7, 0.8]
+    assert roc_auc(y, s) == 19 / 24
+    assert BinaryEvaluator(y).auc(np.asarray(s)) == 19 / 24
+
+
+def test_binary_evaluator_errors() -> None:
+    with pytest.raises(DataError, match="both classes"):
+        BinaryEvaluator([1, 1, 1]).auc([0.1, 0.2, 0.3])
+    with pytest.raises(DataError):
+        BinaryEvaluator([0, 1]).auc([0.1, np.inf])
+    with pytest.raises(DataError):
+        BinaryEvaluator([0, 1]).auc([0.1])
+    with pytest.raises(DataError, match="positive weight"):
+        BinaryEvaluator([0, 1], [0.0, 0.0]).log_loss([0.1, 0.2])
+    with pytest.raises(DataError):
+        BinaryEvaluator([0, 1], [1.0, -1.0])
