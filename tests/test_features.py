@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 from gdmix.config import FeatureConfig
-from gdmix.data.features import FeatureIndex
+from gdmix.data.features import FeatureIndex, scatter_rows
 from gdmix.errors import DataError
 
 SPEC = FeatureConfig(numeric=["x1", "x2"], categorical=["c"], bags=["bag"])
@@ -221,3 +221,83 @@ def test_bad_bag_column_raises(values):
     frame = _train().assign(bag=values)
     with pytest.raises(DataError, match="bag"):
         FeatureIndex.build(frame, SPEC, "test")
+
+
+def _numeric_frame(n=500, seed=0):
+    rng = np.random.default_rng(seed)
+    data = {f"x{j}": rng.normal(size=n) * (rng.uniform(size=n) < 0.7) for j in range(4)}
+    data["flag"] = rng.uniform(size=n) < 0.5  # booleans are numbers too
+    data["k"] = rng.integers(-3, 4, size=n)
+    return pd.DataFrame(data)
+
+
+def test_encode_numeric_shard_is_dense_and_equals_transform(tmp_path):
+    frame = _numeric_frame()
+    spec = FeatureConfig(numeric=["x2", "x0", "flag", "k"])
+    index = FeatureIndex.build(frame, spec, "t")
+    assert index.dense
+    block = index.encode(frame, "t")
+    expected = np.column_stack([frame["x2"], frame["x0"], frame["flag"], frame["k"]]).astype(float)
+    assert isinstance(block, np.ndarray) and block.dtype == np.float64
+    np.testing.assert_array_equal(block, expected)
+    np.testing.assert_array_equal(index.transform(frame, "t").toarray(), expected)
+    single = index.encode(frame, "t", dtype=np.float32)
+    assert single.dtype == np.float32
+    np.testing.assert_array_equal(single, expected.astype(np.float32))
+
+
+def test_encode_reads_an_arrow_float_block_without_copying(tmp_path):
+    path = tmp_path / "t.parquet"
+    frame = _numeric_frame()[["x0", "x1", "x2", "x3"]]
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    table = pq.read_table(path).to_pandas()
+    index = FeatureIndex.build(table, FeatureConfig(numeric=["x0", "x1", "x2", "x3"]), "t")
+    block = index.encode(table, "t")
+    assert np.shares_memory(block, table["x0"].to_numpy())
+    assert not block.flags.writeable
+    np.testing.assert_array_equal(block, frame.to_numpy())
+
+
+@pytest.mark.parametrize("numeric_only", [True, False])
+def test_encode_in_another_row_order(numeric_only):
+    frame = _numeric_frame(seed=3).assign(c=lambda f: np.where(f["x0"] > 0, "a", "b"))
+    spec = FeatureConfig(numeric=["x0", "x1", "k"], categorical=[] if numeric_only else ["c"])
+    index = FeatureIndex.build(frame, spec, "t")
+    order = np.random.default_rng(4).permutation(len(frame))
+    positions = np.empty_like(order)
+    positions[order] = np.arange(len(order))
+    expected = index.transform(frame, "t").toarray()[order]
+    for kwargs in ({"order": order}, {"positions": positions},
+                   {"order": order, "positions": positions}):  # fmt: skip
+        got = index.encode(frame, "t", **kwargs)
+        assert isinstance(got, np.ndarray) == numeric_only
+        dense = got if numeric_only else got.toarray()
+        np.testing.assert_array_equal(dense, expected)
+        if numeric_only:
+            assert got.flags.c_contiguous
+
+
+def test_scatter_rows_places_every_row():
+    src = np.asfortranarray(np.arange(60, dtype=np.float64).reshape(20, 3))
+    positions = np.random.default_rng(0).permutation(20)
+    out = scatter_rows(src, positions)
+    assert out.flags.c_contiguous
+    np.testing.assert_array_equal(out[positions], src)
+    with pytest.raises(ValueError, match="positions"):
+        scatter_rows(src, positions[:5])
+
+
+def test_encode_checks_values_and_dtype():
+    frame = _numeric_frame()
+    index = FeatureIndex.build(frame, FeatureConfig(numeric=["x0", "x1"]), "t")
+    bad = frame.assign(x1=frame["x1"].where(frame.index != 7, np.nan))
+    with pytest.raises(DataError, match=r"'x1' has 1 NaN/inf value.*row 7"):
+        index.encode(bad, "t")
+    huge = frame.assign(x0=frame["x0"].where(frame.index != 3, 1e300))
+    assert np.isfinite(index.encode(huge, "t")).all()
+    with pytest.raises(DataError, match="'x0' holds 1e\\+300 \\(row 3\\), beyond the range of"):
+        index.encode(huge, "t", dtype=np.float32)
+    with pytest.raises(DataError, match="'x0' must be numeric"):
+        index.encode(frame.assign(x0="a"), "t")
+    with pytest.raises(ValueError, match="dtype"):
+        index.encode(frame, "t", dtype=np.int64)

@@ -11,18 +11,31 @@ model (the type of its ``entity_id`` column):
   entity.
 - ``str``: the training ids are strings (or a mix of strings and numbers). Numbers map
   to their decimal text (``42`` and ``42.0`` to ``"42"``).
+
+Integer keys whose values span a range not much wider than their number (ids counted
+from 0 or from an offset, the usual case) are looked up through a direct table in
+compiled code instead of a hash table: :func:`distinct_sorted` and :func:`key_codes`.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+import numba
 import numpy as np
 import pandas as pd
 
 from gdmix.errors import DataError
 
-__all__ = ["KeyKind", "canonical_keys", "int_like", "key_kind", "kind_of_index"]
+__all__ = [
+    "KeyKind",
+    "canonical_keys",
+    "distinct_sorted",
+    "int_like",
+    "key_codes",
+    "key_kind",
+    "kind_of_index",
+]
 
 KeyKind = Literal["int", "str"]
 _INT_TEXT = r"-?(?:0|[1-9][0-9]*)"
@@ -127,3 +140,88 @@ def canonical_keys(
     if len(rest):
         keys[rest] = s.iloc[rest].astype(str).to_numpy(dtype=object)
     return keys, np.ones(n, dtype=bool)
+
+
+#: Integer keys use a direct table when their range is at most this many times the
+#: number of values (plus a fixed allowance), else a hash table.
+_TABLE_SPAN_FACTOR = 4
+_TABLE_SPAN_MIN = 1 << 20
+
+
+@numba.njit(cache=True)
+def _min_max(values):  # type: ignore[no-untyped-def]
+    lo = values[0]
+    hi = values[0]
+    for v in values:
+        lo = min(lo, v)
+        hi = max(hi, v)
+    return lo, hi
+
+
+@numba.njit(cache=True)
+def _mark(values, lo, span):  # type: ignore[no-untyped-def]
+    seen = np.zeros(span, dtype=np.bool_)
+    for v in values:
+        seen[v - lo] = True
+    return seen
+
+
+@numba.njit(cache=True)
+def _table_codes(index, keys, lo, hi):  # type: ignore[no-untyped-def]
+    table = np.full(hi - lo + 1, -1, dtype=np.int64)
+    for e in range(index.shape[0]):
+        table[index[e] - lo] = e
+    out = np.empty(keys.shape[0], dtype=np.int64)
+    for i in range(keys.shape[0]):
+        k = keys[i]
+        out[i] = table[k - lo] if lo <= k <= hi else -1
+    return out
+
+
+def _table_span(values: np.ndarray, allowance: int) -> tuple[int, int] | None:
+    """``(lo, hi)`` of int64 ``values`` when a direct table over that range is cheap."""
+    if values.dtype != np.int64 or len(values) == 0:
+        return None
+    lo, hi = (int(v) for v in _min_max(values))
+    if hi - lo + 1 > _TABLE_SPAN_FACTOR * allowance + _TABLE_SPAN_MIN:
+        return None
+    return lo, hi
+
+
+def distinct_sorted(keys: np.ndarray) -> pd.Index:
+    """The distinct values of canonical keys, sorted, as an index.
+
+    Parameters
+    ----------
+    keys : ndarray
+        int64 keys, or an object array of ``str`` (from :func:`canonical_keys`).
+
+    Returns
+    -------
+    pandas.Index
+    """
+    span = _table_span(keys, len(keys))
+    if span is None:
+        return pd.Index(pd.unique(keys)).sort_values()
+    lo, hi = span
+    seen = _mark(keys, np.int64(lo), hi - lo + 1)
+    return pd.Index(np.flatnonzero(seen).astype(np.int64) + np.int64(lo))
+
+
+def key_codes(index: pd.Index, keys: np.ndarray) -> np.ndarray:
+    """Position of every key in ``index`` (distinct values), -1 when absent.
+
+    The same as ``index.get_indexer(keys)``, through a direct table when the index
+    holds integers of a compact range.
+
+    Returns
+    -------
+    ndarray of int64
+    """
+    if index.dtype == np.int64 and keys.dtype == np.int64 and len(keys) and index.is_unique:
+        values = index.to_numpy()
+        span = _table_span(values, len(values))
+        if span is not None:
+            lo, hi = span
+            return _table_codes(values, keys, np.int64(lo), np.int64(hi))
+    return np.asarray(index.get_indexer(keys), dtype=np.int64)

@@ -5,6 +5,12 @@ saved with the model, so that scoring data is encoded into the same columns.
 Columns are laid out as: numeric columns, then one column per level of each
 categorical column, then one column per ``(name, term)`` key of each feature bag.
 Categorical levels and bag keys not seen in training are ignored when encoding.
+
+:meth:`FeatureIndex.encode` is the fast path the solvers use: a shard of numeric columns
+only becomes a dense float block straight from the table's memory (no copy when the
+columns are one float64 block, as Arrow's ``to_pandas`` lays them out), optionally
+permuted into another row order in the same pass; any other shard a CSR matrix built
+block by block. :meth:`FeatureIndex.transform` always returns CSR.
 """
 
 from __future__ import annotations
@@ -12,19 +18,106 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
+from numba import prange
 
 from gdmix.config import FeatureConfig
-from gdmix.data.schema import check_finite_numeric, require_columns
+from gdmix.data.schema import (
+    check_finite_numeric,
+    check_numeric_dtype,
+    first_non_finite,
+    require_columns,
+)
 from gdmix.errors import DataError
 
-__all__ = ["FeatureIndex"]
+__all__ = ["FeatureIndex", "scatter_rows"]
 
 _SEP = "\x1f"
+#: Below this many values, compiled loops run on one thread.
+_PARALLEL_MIN_VALUES = 1_000_000
+
+
+def _scatter_py(src, positions, out):
+    for i in prange(src.shape[0]):
+        p = positions[i]
+        for j in range(src.shape[1]):
+            out[p, j] = src[i, j]
+
+
+_scatter_par = numba.njit(cache=True, parallel=True)(_scatter_py)
+_scatter_ser = numba.njit(cache=True)(_scatter_py)
+
+
+def scatter_rows(src: np.ndarray, positions: np.ndarray, dtype: Any = None) -> np.ndarray:
+    """A C-ordered copy of ``src`` (2-D, any memory layout) with row ``i`` at row
+    ``positions[i]``.
+
+    One compiled pass that reads ``src`` in order and writes each row once: a table
+    whose columns lie apart in memory is permuted with one random write per row, not
+    one per value.
+
+    Parameters
+    ----------
+    src : ndarray, shape (n, d)
+        The rows to place.
+    positions : ndarray of int64, shape (n,)
+        A permutation of ``range(n)``: where each row goes.
+    dtype : dtype, optional
+        Of the result (``src``'s by default).
+
+    Returns
+    -------
+    ndarray, shape (n, d)
+    """
+    out = np.empty(src.shape, dtype=dtype or src.dtype)
+    positions = np.ascontiguousarray(positions, dtype=np.int64)
+    if len(positions) != src.shape[0]:
+        raise ValueError("positions must have one entry per row")
+    if src.size:
+        kernel = _scatter_par if src.size >= _PARALLEL_MIN_VALUES else _scatter_ser
+        kernel(src, positions, out)
+    return out
+
+
+@numba.njit(cache=True)
+def _dense_to_csr(block):
+    n, d = block.shape
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    for i in range(n):
+        c = 0
+        for j in range(d):
+            if block[i, j] != 0.0:
+                c += 1
+        indptr[i + 1] = indptr[i] + c
+    indices = np.empty(indptr[n], dtype=np.int32)
+    data = np.empty(indptr[n], dtype=np.float64)
+    for i in range(n):
+        q = indptr[i]
+        for j in range(d):
+            v = block[i, j]
+            if v != 0.0:
+                indices[q] = j
+                data[q] = v
+                q += 1
+    return indptr, indices, data
+
+
+def _csr_from_dense(block: np.ndarray) -> sp.csr_matrix:
+    """CSR of a dense block without explicit zeros, in one compiled pass per side."""
+    n, d = block.shape
+    if block.size == 0:
+        return sp.csr_matrix((n, d), dtype=np.float64)
+    indptr, indices, data = _dense_to_csr(block)
+    if indptr[-1] <= np.iinfo(np.int32).max:
+        indptr = indptr.astype(np.int32)
+    else:
+        indices = indices.astype(np.int64)
+    return sp.csr_matrix((data, indices, indptr), shape=(n, d))
 
 
 def _bag_arrays(frame: pd.DataFrame, column: str, where: str) -> tuple[np.ndarray, ...]:
@@ -152,6 +245,93 @@ class FeatureIndex:
         """Data columns the index reads."""
         return [*self.numeric, *self.categorical, *self.bags]
 
+    @property
+    def dense(self) -> bool:
+        """Whether :meth:`encode` gives a dense block (every column numeric)."""
+        return not self.categorical and not self.bags
+
+    def numeric_block(self, frame: pd.DataFrame, where: str, dtype: Any = np.float64) -> np.ndarray:
+        """The numeric columns as one ``(n, len(numeric))`` array, checked finite.
+
+        No copy when the columns are one block of ``dtype`` in the table's memory (then
+        the array is Fortran-ordered and read-only); otherwise one copy.
+
+        Raises
+        ------
+        DataError
+            When a column is missing, not numeric, or holds NaN/inf (or values beyond
+            the range of ``dtype``).
+        """
+        require_columns(frame, self.numeric, where)
+        for c in self.numeric:
+            check_numeric_dtype(frame, c, where)
+        if not self.numeric:
+            return np.zeros((len(frame), 0), dtype=dtype)
+        with np.errstate(over="ignore"):  # values beyond float32: reported below
+            block = frame[self.numeric].to_numpy(dtype=dtype, na_value=np.nan)
+        row, col = first_non_finite(block)
+        if row >= 0:
+            name = self.numeric[col]
+            check_finite_numeric(frame, name, where)  # raises with details
+            raise DataError(
+                f"{where}: column '{name}' holds {float(frame[name].iloc[row])!r} (row {row}), "
+                f"beyond the range of {np.dtype(dtype).name}"
+            )
+        return block
+
+    def encode(
+        self,
+        frame: pd.DataFrame,
+        where: str,
+        *,
+        dtype: Any = np.float64,
+        order: np.ndarray | None = None,
+        positions: np.ndarray | None = None,
+    ) -> np.ndarray | sp.csr_matrix:
+        """Encode ``frame`` for the solvers: a dense block or a CSR matrix.
+
+        A shard of numeric columns only (:attr:`dense`) gives an ``(n, n_features)``
+        array of ``dtype``: a read-only view of the table's memory when the columns are
+        one block of that type, else one copy; with a row order, one C-ordered copy
+        written in a single compiled pass. Other shards give :meth:`transform`'s CSR
+        matrix (float64).
+
+        Parameters
+        ----------
+        frame : DataFrame
+            The table.
+        where : str
+            Name of the table in messages.
+        dtype : dtype
+            Of a dense block: float64 (default) or float32.
+        order, positions : ndarray of int64, optional
+            Rows in another order: result row ``i`` is table row ``order[i]``, and table
+            row ``r`` is result row ``positions[r]`` (one is the inverse of the other;
+            give either or both).
+
+        Returns
+        -------
+        ndarray or csr_matrix
+        """
+        if np.dtype(dtype) not in (np.dtype(np.float64), np.dtype(np.float32)):
+            raise ValueError(f"dtype must be float64 or float32. Got {dtype} instead")
+        permuted = order is not None or positions is not None
+        if not self.dense:
+            mat = self.transform(frame, where)
+            if not permuted:
+                return mat
+            if order is None:
+                order = np.empty(len(positions), dtype=np.int64)
+                order[positions] = np.arange(len(positions), dtype=np.int64)
+            return mat[order]
+        block = self.numeric_block(frame, where, dtype)
+        if not permuted:
+            return block
+        if positions is None:
+            positions = np.empty(len(order), dtype=np.int64)
+            positions[order] = np.arange(len(order), dtype=np.int64)
+        return scatter_rows(block, positions)
+
     def transform(self, frame: pd.DataFrame, where: str) -> sp.csr_matrix:
         """Encode ``frame`` into a CSR design matrix (float64) of ``n_features`` columns.
 
@@ -162,10 +342,7 @@ class FeatureIndex:
         n = len(frame)
         blocks: list[sp.csr_matrix] = []
         if self.numeric:
-            block = np.empty((n, len(self.numeric)))
-            for i, c in enumerate(self.numeric):
-                block[:, i] = check_finite_numeric(frame, c, where)
-            blocks.append(sp.csr_matrix(block))
+            blocks.append(_csr_from_dense(self.numeric_block(frame, where)))
         for col, levels in self.categorical.items():
             strs = _category_strings(frame[col])
             codes = pd.Index(levels, dtype=object).get_indexer(strs).astype(np.int64)

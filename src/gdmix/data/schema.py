@@ -1,11 +1,13 @@
 """Checks of a table against the column roles a config gives it.
 
 Every check raises :class:`gdmix.errors.DataError` with a message that names the
-column, the rule and what was found, before any work starts.
+column, the rule and what was found, before any work starts. Numeric columns are read
+without copies where their memory allows (a float64 column is checked in place).
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -16,8 +18,36 @@ __all__ = [
     "check_finite_numeric",
     "check_label",
     "check_not_empty",
+    "check_numeric_dtype",
+    "first_non_finite",
     "require_columns",
 ]
+
+
+@numba.njit(cache=True)
+def _first_non_finite(values: np.ndarray) -> tuple[int, int]:
+    for j in range(values.shape[1]):
+        for i in range(values.shape[0]):
+            if not np.isfinite(values[i, j]):
+                return i, j
+    return -1, -1
+
+
+def first_non_finite(values: np.ndarray) -> tuple[int, int]:
+    """``(row, column)`` of the first NaN/inf of a 2-D float array (column by column),
+    ``(-1, -1)`` when every value is finite. Compiled; no temporary arrays."""
+    if values.size == 0:
+        return -1, -1
+    return _first_non_finite(values)
+
+
+def check_numeric_dtype(frame: pd.DataFrame, column: str, where: str) -> None:
+    """Raise when ``column`` is neither numeric nor boolean."""
+    series = frame[column]
+    if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
+        raise DataError(
+            f"{where}: column '{column}' must be numeric. Got dtype {series.dtype} instead"
+        )
 
 
 def require_columns(frame: pd.DataFrame, columns: list[str], where: str) -> None:
@@ -36,15 +66,14 @@ def check_not_empty(frame: pd.DataFrame, where: str) -> None:
 
 
 def check_finite_numeric(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
-    """Return ``column`` as finite float64, or raise naming the problem."""
-    series = frame[column]
-    if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
-        raise DataError(
-            f"{where}: column '{column}' must be numeric. Got dtype {series.dtype} instead"
-        )
-    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = ~np.isfinite(values)
-    if bad.any():
+    """Return ``column`` as finite float64, or raise naming the problem.
+
+    A float64 column comes back without a copy (read-only when the frame's memory is).
+    """
+    check_numeric_dtype(frame, column, where)
+    values = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+    if first_non_finite(values.reshape(-1, 1))[0] >= 0:
+        bad = ~np.isfinite(values)
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
             f"{where}: column '{column}' has {int(bad.sum())} NaN/inf value(s) "

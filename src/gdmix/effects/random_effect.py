@@ -12,10 +12,16 @@ import pandas as pd
 import scipy.sparse as sp
 
 from gdmix.config import RandomEffectConfig
-from gdmix.data.entity_keys import KeyKind, canonical_keys, kind_of_index
+from gdmix.data.entity_keys import (
+    KeyKind,
+    canonical_keys,
+    distinct_sorted,
+    key_codes,
+    kind_of_index,
+)
 from gdmix.data.entity_keys import key_kind as infer_key_kind
 from gdmix.data.features import FeatureIndex
-from gdmix.data.layout import EntityLayout, downsample_weights, layout_from_codes
+from gdmix.data.layout import EntityLayout, counting_sort_positions, downsample_weights
 from gdmix.data.schema import check_entity_column
 from gdmix.effects.base import Coordinate, Validation
 from gdmix.effects.random_table import (
@@ -39,8 +45,10 @@ class RandomEffectDesign:
 
     Attributes
     ----------
-    X : csr_matrix
-        Rows in table order, columns of the coordinate's feature shard.
+    X : ndarray or csr_matrix
+        Columns of the coordinate's feature shard: a dense block when the shard is
+        numeric (a view of the table's memory where possible), else CSR. Rows in table
+        order, or sorted by entity for a training design (see ``order``).
     codes : ndarray of int64
         Entity code of every row in the model's entity index (-1: unseen).
     layout : EntityLayout or None
@@ -56,7 +64,7 @@ class RandomEffectDesign:
         rows in table order.
     """
 
-    X: sp.csr_matrix
+    X: np.ndarray | sp.csr_matrix
     codes: np.ndarray
     layout: EntityLayout | None = None
     perm: np.ndarray | None = None
@@ -144,10 +152,10 @@ class RandomEffect(Coordinate):
                 f"{where}: entity column '{self.config.entity}' holds {ids.iloc[i]!r} (row {i}), "
                 f"but the ids of {self.config.init_model} are integers"
             )
-        new_ids = pd.Index(pd.unique(keys))
+        new_ids = distinct_sorted(keys)
         if base is None:
             self.features = features or FeatureIndex.build(frame, self.config.features, where)
-            self.entity_ids = new_ids.sort_values()
+            self.entity_ids = new_ids
         else:
             self.features = base.features
             self.entity_ids = base.entity_ids.union(new_ids).sort_values()
@@ -159,7 +167,7 @@ class RandomEffect(Coordinate):
                 f"coordinate '{self.name}' has {d} features: incremental training and cohort "
                 f"mode need at most {DENSE_MAX_FEATURES} (dense coefficient storage)"
             )
-        counts = np.bincount(self._codes(ids), minlength=n)
+        counts = np.bincount(self._key_codes(keys, ok), minlength=n)
         self.coef = sp.csr_matrix((n, d)) if sparse else np.zeros((n, d))
         self.intercept = np.zeros(n)
         self.n_rows = counts.astype(np.int64)
@@ -199,26 +207,33 @@ class RandomEffect(Coordinate):
     def design(
         self, frame: pd.DataFrame, where: str, *, training: bool = False
     ) -> RandomEffectDesign:
-        """Encode ``frame``; a training table also gets its entity layout."""
+        """Encode ``frame``; a training table also gets its entity layout.
+
+        A scoring design keeps the table's rows in place (for a numeric shard, the
+        features are a view of the table's memory where its layout allows). A training
+        design groups the rows by entity with one counting sort and writes the features
+        straight into that order: one copy of the feature block, no other.
+        """
         assert self.features is not None
         where = f"{where}, coordinate '{self.name}'"
         ids = check_entity_column(frame, self.config.entity, where)
-        X = self.features.transform(frame, where)
         codes = self._codes(ids)
         if not training:
-            return RandomEffectDesign(X, codes)
+            return RandomEffectDesign(self.features.encode(frame, where), codes)
         if (codes < 0).any():
             raise ValueError(f"{where}: the training design must use the table build() saw")
-        layout = layout_from_codes(codes, len(self.entity_ids), self.entity_ids)
-        order = layout.perm
+        n_entities = len(self.entity_ids)
+        order, starts, positions = counting_sort_positions(codes, n_entities)
+        layout = EntityLayout(self.entity_ids, codes, order, starts)
+        X = self.features.encode(frame, where, order=order, positions=positions)
         n = len(order)
-        perm, starts, mult = np.arange(n, dtype=np.int64), layout.starts, None
+        perm, mult = np.arange(n, dtype=np.int64), None
         if self.config.max_rows is not None and layout.counts.max() > self.config.max_rows:
             kept, starts, mult = downsample_weights(layout, self.config.max_rows, self.config.seed)
-            position = np.empty(n, dtype=np.int64)
-            position[order] = np.arange(n, dtype=np.int64)
-            perm, mult = position[kept], mult[order]
-        return RandomEffectDesign(X[order], codes[order], layout, perm, starts, mult, order)
+            perm, mult = positions[kept], mult[order]
+        del positions
+        sorted_codes = np.repeat(np.arange(n_entities, dtype=np.int64), layout.counts)
+        return RandomEffectDesign(X, sorted_codes, layout, perm, starts, mult, order)
 
     def _codes(self, ids: pd.Series | pd.Index) -> np.ndarray:
         """Entity codes of ``ids`` in the model's entity index (-1 when unseen).
@@ -226,8 +241,11 @@ class RandomEffect(Coordinate):
         Ids are first turned into the coordinate's canonical keys, so that ``42``,
         ``42.0`` and ``"42"`` are the same entity.
         """
-        keys, ok = canonical_keys(ids, self.key_kind)
-        codes = np.asarray(self.entity_ids.get_indexer(keys), dtype=np.int64)
+        return self._key_codes(*canonical_keys(ids, self.key_kind))
+
+    def _key_codes(self, keys: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        """Entity codes of canonical keys (-1 when unseen or ``ok`` is False)."""
+        codes = key_codes(self.entity_ids, keys)
         codes[~ok] = -1
         return codes
 
@@ -486,9 +504,15 @@ def _place_rows(
 
 
 def _variances(
-    X: sp.csr_matrix, h: np.ndarray, prec: np.ndarray, b_prec: float, fit_b: bool, mode: str
+    X: sp.csr_matrix | np.ndarray,
+    h: np.ndarray,
+    prec: np.ndarray,
+    b_prec: float,
+    fit_b: bool,
+    mode: str,
 ) -> tuple[np.ndarray, float]:
     """Variances from the Hessian ``X^T diag(h) X + diag(prec)`` (with intercept column)."""
+    X = X if sp.issparse(X) else sp.csr_matrix(X)
     Xb = sp.hstack([X, np.ones((X.shape[0], 1))]).tocsr() if fit_b else X
     pen = np.append(prec, b_prec) if fit_b else prec
     if mode == "simple":

@@ -18,7 +18,8 @@ backtracking) on the MAP objective with a Gaussian prior (mean ``mu``, precision
 computed once per row and iteration and serves both the objective and the sigmoid.
 A lane whose Hessian is not positive definite (possible only with a zero prior) is
 reported as not converged; the caller re-solves it with the scalar solver, which
-regularises the Hessian.
+regularises the Hessian. The design is CSR or a dense block (see
+:mod:`gdmix.solvers.rows`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import math
 import numba
 import numpy as np
 from numba import prange
+
+from gdmix.solvers.rows import entry_column, entry_value, row_span
 
 __all__ = ["LANES", "exp_neg_abs", "log1p_unit", "solve_groups_par", "solve_groups_ser"]
 
@@ -322,8 +325,9 @@ def _solve_groups_py(
                     ss[r, k] = s[row]
                     wsum += s[row]
                     os_[r, k] = o[row]
-                    for q in range(indptr[row], indptr[row + 1]):
-                        X[r, indices[q], k] += data[q]
+                    lo, hi = row_span(data, indptr, row)
+                    for q in range(lo, hi):
+                        X[r, entry_column(data, indices, q), k] += entry_value(data, row, q)
                     if fit_b:
                         X[r, d, k] = 1.0
                 gtol[k] = tol * max(1.0, wsum)

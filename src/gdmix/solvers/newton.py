@@ -7,8 +7,9 @@ Every entity ``e`` of a random-effect coordinate solves, over its own rows ``R_e
 
 with prior precisions ``p`` (``l2`` and ``intercept_l2`` unless a per-entity prior is
 given, as in incremental training) and prior means ``m`` (zero unless given). Rows are
-addressed through an entity layout (``perm``/``starts``) over a CSR design; nothing is
-copied per entity in Python. Two compiled kernels share the work:
+addressed through an entity layout (``perm``/``starts``) over the design, a CSR matrix
+or a dense block (numeric shards, see :mod:`gdmix.solvers.rows`); both give the same
+solutions. Nothing is copied per entity in Python. Two compiled kernels share the work:
 
 - :mod:`gdmix.solvers.lockstep` for small dense shards (``d <= LOCKSTEP_MAX_FEATURES``):
   entities sorted by row count are solved ``LANES`` at a time, vectorised across them;
@@ -31,9 +32,10 @@ import scipy.sparse as sp
 from numba import prange
 
 from gdmix.solvers.lockstep import LANES, solve_groups_par, solve_groups_ser
+from gdmix.solvers.rows import entry_column, entry_value, row_span, skip_entry
 from gdmix.solvers.subspace import solve_blocks_par, solve_blocks_ser
 
-__all__ = ["EntityPrior", "NewtonStats", "score_entities", "solve_entities"]
+__all__ = ["EntityPrior", "NewtonStats", "design_arrays", "score_entities", "solve_entities"]
 
 #: Shards with at most this many features use the lockstep kernel.
 LOCKSTEP_MAX_FEATURES = 32
@@ -97,6 +99,37 @@ def _csr_arrays(X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
+_NO_INDEX = np.zeros(1, dtype=np.int64)
+
+
+def design_arrays(
+    X: np.ndarray | sp.spmatrix, *, contiguous: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(indptr, indices, data)`` of a design for the kernels, without copies.
+
+    A sparse matrix gives its CSR arrays; a dense block (float64 or float32) is passed
+    as ``data`` itself, with unused placeholders for ``indptr`` and ``indices``.
+    ``contiguous`` asks for a C-ordered block (copied if it is not).
+    """
+    if sp.issparse(X):
+        return _csr_arrays(X.tocsr())
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"a design must be 2-D. Got shape {X.shape} instead")
+    if X.dtype not in (np.float64, np.float32):
+        X = X.astype(np.float64)
+    if contiguous:
+        X = np.ascontiguousarray(X)
+    return _NO_INDEX, _NO_INDEX, X
+
+
+def _row_nonzeros(indptr: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Entries of every row (a dense row's non-zeros)."""
+    if data.ndim == 1:
+        return np.diff(indptr).astype(np.int64)
+    return np.count_nonzero(data, axis=1).astype(np.int64)
+
+
 def _chunks(rows: np.ndarray, size: int) -> list[tuple[int, int]]:
     """Split a sequence of per-entity row counts into runs of about ``size`` rows."""
     cum = np.cumsum(rows)
@@ -107,7 +140,7 @@ def _chunks(rows: np.ndarray, size: int) -> list[tuple[int, int]]:
 
 
 def solve_entities(
-    X: sp.csr_matrix,
+    X: sp.csr_matrix | np.ndarray,
     perm: np.ndarray,
     starts: np.ndarray,
     y: np.ndarray,
@@ -131,8 +164,9 @@ def solve_entities(
 
     Parameters
     ----------
-    X : csr_matrix, shape (n_rows, d)
-        Design of the coordinate's feature shard, rows in table order.
+    X : csr_matrix or ndarray, shape (n_rows, d)
+        Design of the coordinate's feature shard: CSR, or a dense block (float64 or
+        float32; C-ordered, else copied).
     perm, starts : ndarray of int64
         Entity layout: entity ``e`` owns rows ``perm[starts[e]:starts[e+1]]``.
     y, sample_weight, offset : ndarray of float64, shape (n_rows,)
@@ -165,9 +199,8 @@ def solve_entities(
     -------
     NewtonStats
     """
-    X = X.tocsr()
     n_entities, d = coef.shape
-    indptr, indices, data = _csr_arrays(X)
+    indptr, indices, data = design_arrays(X, contiguous=True)
     var_mode = _VARIANCE_MODES[variance]
     dummy2, dummy1 = np.zeros((1, 1)), np.zeros(1)
     var, var_b = variances if variances is not None else (dummy2, dummy1)
@@ -179,7 +212,7 @@ def solve_entities(
             raise ValueError("entity priors need dense coefficient storage")
         prev, prev_var = coef.tocsr(), var if var_mode else None
         entities = np.ascontiguousarray(entities, dtype=np.int64)
-        row_nnz = np.diff(indptr)[perm].astype(np.int64)
+        row_nnz = _row_nonzeros(indptr, data)[perm]
         cum = np.concatenate([[0], np.cumsum(row_nnz)])
         bound = np.zeros(n_entities, dtype=np.int64)
         bound[entities] = np.minimum(d, cum[starts[1:]] - cum[starts[:-1]])[entities]
@@ -298,8 +331,9 @@ def _score_rows_py(indptr, indices, data, codes, coef, icpt, out):
             out[i] = 0.0
             continue
         acc = icpt[e]
-        for k in range(indptr[i], indptr[i + 1]):
-            acc += data[k] * coef[e, indices[k]]
+        lo, hi = row_span(data, indptr, i)
+        for k in range(lo, hi):
+            acc += entry_value(data, i, k) * coef[e, entry_column(data, indices, k)]
         out[i] = acc
 
 
@@ -310,8 +344,12 @@ def _score_rows_sparse_py(indptr, indices, data, codes, cptr, cfeat, cval, icpt,
             out[i] = 0.0
             continue
         acc = icpt[e]
-        for k in range(indptr[i], indptr[i + 1]):
-            j = indices[k]
+        r0, r1 = row_span(data, indptr, i)
+        for k in range(r0, r1):
+            v = entry_value(data, i, k)
+            if skip_entry(data, v):
+                continue
+            j = entry_column(data, indices, k)
             lo, hi = cptr[e], cptr[e + 1]
             while lo < hi:  # binary search of feature j among the entity's sorted features
                 mid = (lo + hi) // 2
@@ -320,7 +358,7 @@ def _score_rows_sparse_py(indptr, indices, data, codes, cptr, cfeat, cval, icpt,
                 else:
                     hi = mid
             if lo < cptr[e + 1] and cfeat[lo] == j:
-                acc += data[k] * cval[lo]
+                acc += v * cval[lo]
         out[i] = acc
 
 
@@ -331,17 +369,18 @@ _score_sparse_ser = numba.njit(cache=True)(_score_rows_sparse_py)
 
 
 def score_entities(
-    X: sp.csr_matrix,
+    X: sp.csr_matrix | np.ndarray,
     codes: np.ndarray,
     coef: np.ndarray | sp.csr_matrix,
     intercept: np.ndarray,
 ) -> np.ndarray:
     """Score rows: ``intercept[e] + x_i . coef[e]`` for row ``i`` of entity ``e = codes[i]``.
 
-    A compiled gather and segment dot product. Rows whose code is negative (entity
-    unseen in training, or without a model) score 0.
+    A compiled gather and segment dot product over a CSR design or a dense block (any
+    memory order). Rows whose code is negative (entity unseen in training, or without a
+    model) score 0.
     """
-    X = X.tocsr()
+    arrays = design_arrays(X)
     out = np.empty(X.shape[0])
     threaded = _threaded(X.shape[0])
     codes = np.ascontiguousarray(codes, dtype=np.int64)
@@ -349,9 +388,9 @@ def score_entities(
         coef = coef.tocsr()
         coef.sort_indices()
         kernel = _score_sparse_par if threaded else _score_sparse_ser
-        kernel(*_csr_arrays(X), codes, coef.indptr.astype(np.int64),
+        kernel(*arrays, codes, coef.indptr.astype(np.int64),
                coef.indices.astype(np.int64), coef.data, intercept, out)  # fmt: skip
     else:
         kernel = _score_rows_par if threaded else _score_rows_ser
-        kernel(*_csr_arrays(X), codes, coef, intercept, out)
+        kernel(*arrays, codes, coef, intercept, out)
     return out

@@ -6,7 +6,8 @@ dense local design over the columns they touch; features it never touches keep t
 prior's mode. Newton systems are solved by Cholesky, or by conjugate gradients with
 Hessian-vector products when the entity touches ``cg_min_features`` columns or more.
 Entities are split into blocks; each block is solved by one thread with buffers
-allocated once per block.
+allocated once per block. The design is CSR or a dense block (see
+:mod:`gdmix.solvers.rows`; a dense row's zeros are not entries).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from numba import prange
 
 from gdmix.losses import loss_scalar, sigmoid_scalar
+from gdmix.solvers.rows import entry_column, entry_value, row_span, skip_entry
 
 __all__ = ["solve_blocks_par", "solve_blocks_ser"]
 
@@ -252,7 +254,8 @@ def _solve_blocks_py(
             m_max = max(m_max, starts[e + 1] - starts[e])
             nnz = 0
             for r in range(starts[e], starts[e + 1]):
-                nnz += indptr[perm[r] + 1] - indptr[perm[r]]
+                lo, hi = row_span(data, indptr, perm[r])
+                nnz += hi - lo
             nnz_max = max(nnz_max, nnz)
         p_max = min(d, nnz_max) + 1
         loc = np.full(d, -1, np.int64)
@@ -278,8 +281,11 @@ def _solve_blocks_py(
             dl = 0
             for r in range(m):
                 row = perm[a + r]
-                for k in range(indptr[row], indptr[row + 1]):
-                    j = indices[k]
+                lo, hi = row_span(data, indptr, row)
+                for k in range(lo, hi):
+                    if skip_entry(data, entry_value(data, row, k)):
+                        continue
+                    j = entry_column(data, indices, k)
                     if loc[j] < 0:
                         loc[j] = dl
                         feat[dl] = j
@@ -305,8 +311,11 @@ def _solve_blocks_py(
                 os_[r] = o[row]
                 for c in range(p):
                     X[r, c] = 0.0
-                for k in range(indptr[row], indptr[row + 1]):
-                    X[r, loc[indices[k]]] += data[k]
+                lo, hi = row_span(data, indptr, row)
+                for k in range(lo, hi):
+                    v = entry_value(data, row, k)
+                    if not skip_entry(data, v):
+                        X[r, loc[entry_column(data, indices, k)]] += v
                 if fit_b:
                     X[r, dl] = 1.0
             for c in range(dl):
