@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from gdmix.config import GDMixConfig, parse_config
+from gdmix.data.column_kinds import check_column_kinds
 from gdmix.data.io import TableLike, read_table
 from gdmix.data.roles import extract_roles
 from gdmix.data.schema import check_not_empty, require_columns
@@ -163,12 +164,25 @@ def _expire(
     return expired
 
 
-def _check_window(model: GDMixModel, frame: pd.DataFrame, where: str) -> None:
-    """The checks training would do, before any work: rows, columns, their kinds, roles."""
+def _check_window(
+    config: GDMixConfig, manifest: dict[str, Any], frame: pd.DataFrame, where: str
+) -> None:
+    """The checks training would do, before any work: rows, columns, their kinds, roles
+    (from the parent's manifest alone: its coefficient tables are not read here)."""
     check_not_empty(frame, where)
-    require_columns(frame, [*model.input_columns(), model.data.label], where)
-    model.check_columns(frame, where)
-    extract_roles(frame, model.data, where, need_label=True)
+    columns: list[str] = []
+    numeric: set[str] = set()
+    for c in config.coordinates:
+        entity = getattr(c, "entity", None)
+        text = getattr(c, "text", None)
+        columns += [*([entity] if entity else []), *c.features.columns(),
+                    *([text.column] if text is not None else [])]  # fmt: skip
+        numeric |= set(c.features.numeric)
+    if config.data.offset is not None:
+        columns.append(config.data.offset)
+    require_columns(frame, list(dict.fromkeys([*columns, config.data.label])), where)
+    check_column_kinds(manifest.get("columns") or {}, frame, where, numeric=numeric)
+    extract_roles(frame, config.data, where, need_label=True)
 
 
 def _regression(before: dict[str, float], after: dict[str, float], metric: str) -> float:
@@ -284,15 +298,16 @@ def refresh(
                                 "engine": engine, "n_threads": n_threads}  # fmt: skip
     config = _refresh_config(manifest, parent, names, mode, training)
 
-    previous = GDMixModel.load(parent, trust_custom_code=trust_custom_code)
     frame = read_table(data)
-    _check_window(previous, frame, "new data")
+    _check_window(config, manifest, frame, "new data")
     val_frame = read_table(validation) if validation is not None else None
+    before = None
     if val_frame is not None:
-        _check_window(previous, val_frame, "validation data")
-    before = (
-        previous.evaluate(val_frame, where="validation data") if val_frame is not None else None
-    )
+        _check_window(config, manifest, val_frame, "validation data")
+        # The whole parent is loaded only to score the validation data.
+        previous = GDMixModel.load(parent, trust_custom_code=trust_custom_code)
+        before = previous.evaluate(val_frame, where="validation data")
+        del previous
 
     logger.info("refreshing %s of %s (%s, %d rows)", names, parent, mode, len(frame))
     new = train_model(config, frame, val_frame, callbacks=callbacks,
@@ -319,7 +334,7 @@ def refresh(
         "regression": regression,
         "max_regression": max_regression,
         "guard": "refused" if refused else ("passed" if max_regression is not None else "off"),
-        "generation": int(previous.lineage.get("generation", 0)) + 1,
+        "generation": int((manifest.get("lineage") or {}).get("generation", 0)) + 1,
     }
     if val_frame is not None:
         assert validation is not None
