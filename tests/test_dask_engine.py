@@ -144,3 +144,42 @@ def test_cli_engine_dask(tmp_path, capsys):
 def test_local_cluster_listens_on_loopback_only(client) -> None:
     addresses = [client.scheduler.address, *client.scheduler_info()["workers"]]
     assert addresses and all(a.startswith("tcp://127.0.0.1:") for a in addresses), addresses
+
+
+@pytest.mark.parametrize("mode", ["partial", "warm", "incremental"])
+def test_refresh_on_dask_equals_local(client, tmp_path, mode) -> None:
+    """Locked fixed effect, random effects warm-started, refit from zero, or with the
+    previous model as the prior: the Dask engine equals the local one."""
+    frame = _frame(5, n=6000)
+    first = gdmix.fit(_config(n_passes=1), frame.iloc[:4000]).save(tmp_path / "first")
+    new = frame.iloc[4000:]
+    new = new[new["user"] % 7 != 0].reset_index(drop=True)  # some entities without rows
+    raw = _config(n_passes=1).model_dump()
+    raw["coordinates"][0].update(locked=True, init_model=str(first))
+    for c in raw["coordinates"][1:]:
+        c.update(init_model=str(first), warm_start=mode != "partial",
+                 incremental=mode == "incremental" and c["variance"] != "none")  # fmt: skip
+    local = gdmix.fit(parse_config(raw), new)
+    remote = fit_dask(parse_config(raw), new, client=client)
+    assert _max_diff(local, remote) <= 1e-8
+    old = gdmix.GDMixModel.load(first)
+    absent = sorted(set(old["per_user"].entity_ids) - set(new["user"]))
+    assert absent and set(absent) <= set(remote["per_user"].entity_ids)
+    for model in (local, remote):  # absent entities keep their previous model
+        pos_new = model["per_user"].entity_ids.get_indexer(absent)
+        pos_old = old["per_user"].entity_ids.get_indexer(absent)
+        np.testing.assert_array_equal(
+            model["per_user"].intercept[pos_new], old["per_user"].intercept[pos_old]
+        )
+
+
+def test_refresh_command_on_the_dask_engine(tmp_path, capsys) -> None:
+    from gdmix.refresh import refresh
+
+    frame = _frame(6, n=4000)
+    first = gdmix.fit(_config(n_passes=1), frame.iloc[:3000]).save(tmp_path / "first")
+    local = refresh(first, frame.iloc[3000:], mode="warm", output=tmp_path / "local")
+    remote = refresh(first, frame.iloc[3000:], mode="warm", output=tmp_path / "remote",
+                     engine="dask")  # fmt: skip
+    assert _max_diff(local.model, remote.model) <= 1e-8
+    assert remote.model.metrics["engine"] == "dask"

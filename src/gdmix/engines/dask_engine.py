@@ -40,6 +40,7 @@ from gdmix.effects.random_effect import RandomEffect
 from gdmix.effects.random_table import RandomEffectArrays
 from gdmix.engines.buckets import entity_buckets
 from gdmix.errors import ConfigError, DataError
+from gdmix.fsutil import fresh_work_folder
 from gdmix.losses import logistic_loss
 from gdmix.metrics import evaluate as evaluate_scores
 from gdmix.model import GDMixModel, load_saved_coordinate, make_coordinate
@@ -141,6 +142,23 @@ def _bucket_offsets(bucket: pd.DataFrame, *offsets: np.ndarray) -> np.ndarray:
     return out
 
 
+def _base_subset(base: RandomEffect, rows: np.ndarray) -> RandomEffect:
+    """The entities ``rows`` of a loaded random effect, as a coordinate of their own."""
+    sub = RandomEffect(base.config)
+    sub.features, sub.key_kind, sub.params = base.features, base.key_kind, dict(base.params)
+    sub.entity_ids = base.entity_ids[rows]
+    sub.coef, sub.intercept, sub.n_rows = base.coef[rows], base.intercept[rows], base.n_rows[rows]
+    if base.variance is not None and base.intercept_variance is not None:
+        sub.variance = base.variance[rows]
+        sub.intercept_variance = base.intercept_variance[rows]
+    aged = len(base.entity_age) == len(base.entity_ids)
+    sub.entity_age = base.entity_age[rows] if aged else np.zeros(len(rows), dtype=np.int64)
+    sub.has_model = np.ones(len(rows), dtype=bool)
+    sub.trainable = np.zeros(len(rows), dtype=bool)
+    sub.fitted = True
+    return sub
+
+
 def _key_kind(part: dict[str, Any], entity: str, where: str) -> str:
     return key_kind(part["frame"][entity], where)
 
@@ -153,12 +171,15 @@ def _solve_bucket(
     kind: KeyKind,
     params: dict[str, Any],
     previous: dict[str, Any] | None,
+    base: RandomEffect | None = None,
 ) -> dict[str, Any]:
     coord = RandomEffect(config)
-    if len(bucket) == 0:
+    if len(bucket) == 0:  # no new rows: the previous model's entities as they were
+        if base is not None:
+            return {"arrays": base.arrays(), "state": None, "scores": np.zeros(0), "stats": {}}
         coord.features = features
         return {"arrays": coord.arrays(), "state": None, "scores": np.zeros(0), "stats": {}}
-    coord.build(bucket, features=features, key_kind=kind)
+    coord.build(bucket, base=base, features=features, key_kind=kind)
     if previous is not None:
         coord.set_state(previous)
     design = coord.design(bucket, "bucket", training=True)
@@ -231,13 +252,12 @@ class _DaskTrainer:
                     f"coordinate '{cc.name}': engine 'dask' takes one l2 value; "
                     "search l2 with the local engine on a sample"
                 )
-            if cc.init_model is not None and not cc.locked:
-                raise ConfigError(f"coordinate '{cc.name}': warm starts run on the local engine")
         self.parts = self._load(train)
         self.sizes = client.gather([client.submit(_size, p) for p in self.parts])
         self.base_offsets = [client.submit(_field, p, "o") for p in self.parts]
         self.n_buckets = tc.dask.n_buckets or 2 * max(1, sum(client.nthreads().values()))
         self.coords: list[Coordinate] = []
+        self.bases: dict[str, list[Any]] = {}
         self.locked: set[str] = set()
         self.designs: dict[str, Any] = {}
         self.scores: dict[str, list[Any]] = {}
@@ -246,6 +266,17 @@ class _DaskTrainer:
             if cc.locked:
                 coord = load_saved_coordinate(cc, trust_custom_code=trust_custom_code)
                 self.locked.add(cc.name)
+            elif cc.init_model is not None:  # a warm start (and, if incremental, the prior)
+                base = load_saved_coordinate(cc, trust_custom_code=trust_custom_code)
+                coord = make_coordinate(cc)
+                coord.features = base.features
+                if isinstance(coord, FixedLinearEffect):
+                    assert isinstance(base, FixedLinearEffect)
+                    coord.coef, coord.intercept = base.coef.copy(), base.intercept
+                else:
+                    assert isinstance(coord, RandomEffect) and isinstance(base, RandomEffect)
+                    coord.key_kind = base.key_kind
+                    self.bases[cc.name] = self._split_base(base)
             else:
                 coord = make_coordinate(cc)
                 indexes = client.gather(
@@ -372,9 +403,16 @@ class _DaskTrainer:
         self.scores[coord.name] = self._score_parts(coord)
         return {"n_iter": res.n_iter, "converged": res.converged, "objective": res.objective}
 
+    def _split_base(self, base: RandomEffect) -> list[Any]:
+        """The previous model's entities of every bucket, scattered to the workers."""
+        buckets = entity_buckets(base.entity_ids.to_numpy(), self.n_buckets)
+        parts = [_base_subset(base, np.flatnonzero(buckets == b)) for b in range(self.n_buckets)]
+        return self.client.scatter(parts)
+
     def _fit_random(self, coord: RandomEffect, offsets: list[Any]) -> dict[str, Any]:
         client, name = self.client, coord.name
         results = []
+        bases = self.bases.get(name, [None] * self.n_buckets)
         for b, bucket in enumerate(self.designs[name]):
             off = client.submit(_bucket_offsets, bucket, *offsets)
             prev = self.bucket_results[name][b]
@@ -389,6 +427,7 @@ class _DaskTrainer:
                     coord.key_kind,
                     coord.params,
                     state,
+                    bases[b],
                 )
             )
         self.bucket_results[name] = results
@@ -401,7 +440,8 @@ class _DaskTrainer:
         self._collect(coord, arrays)
         coord.train_coverage = float(coord.n_rows.sum()) / max(1, sum(self.sizes))
         n_ok = sum(s.get("n_converged", 0) for s in stats)
-        return {"n_entities": len(coord.entity_ids), "n_converged": n_ok}
+        n_trained = sum(s.get("n_entities", 0) for s in stats)
+        return {"n_entities": n_trained, "n_converged": n_ok}
 
     @staticmethod
     def _collect(coord: RandomEffect, arrays: list[RandomEffectArrays]) -> None:
@@ -419,6 +459,8 @@ class _DaskTrainer:
         coord.coef, coord.intercept, coord.n_rows = cat("coef"), cat("intercept"), cat("n_rows")
         if arrays[0].variance is not None:
             coord.variance, coord.intercept_variance = cat("variance"), cat("intercept_variance")
+        if all(a.age is not None for a in arrays):
+            coord.entity_age = cat("age")
         coord.has_model = np.ones(len(ids), dtype=bool)
         coord.trainable = np.zeros(len(ids), dtype=bool)
         coord.fitted = True
@@ -503,8 +545,7 @@ class _DaskTrainer:
         out = self.config.training.dask.scores_output
         if out is None:
             return
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = fresh_work_folder(out)  # never writes over files gdmix did not make
         names = [c.name for c in self.coords]
         totals = self._offsets(None)
         tasks = []
