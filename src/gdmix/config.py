@@ -241,6 +241,10 @@ class TrainingConfig(StrictModel):
         validation is kept (cost: the sum of the grid sizes). ``grid``: every
         combination is trained in full, warm-started from the previous one (cost: the
         product of the grid sizes).
+    train_metrics : {"auto", "always", "never"}
+        Training-set AUC and log loss after every coordinate update (each one sorts every
+        training row). ``auto``: only on training tables of at most 1,000,000 rows.
+        Validation metrics are always computed, and the final training metrics once.
     n_threads : int or None
         Threads for the per-entity solvers; ``None`` uses every core.
     progress : bool
@@ -259,6 +263,7 @@ class TrainingConfig(StrictModel):
     early_stopping: bool = True
     min_delta: float = Field(default=1e-5, ge=0)
     l2_search: Literal["coordinate", "grid"] = "coordinate"
+    train_metrics: Literal["auto", "always", "never"] = "auto"
     n_threads: int | None = Field(default=None, ge=1)
     progress: bool = True
     engine: Literal["local", "dask"] = "local"

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,7 @@ from gdmix.data.roles import RoleColumns, extract_roles
 from gdmix.effects.base import Coordinate, Validation
 from gdmix.errors import ConfigError
 from gdmix.losses import logistic_loss
-from gdmix.metrics import evaluate as evaluate_scores
+from gdmix.metrics import BinaryEvaluator
 from gdmix.model import GDMixModel, load_saved_coordinate, make_coordinate
 from gdmix.solvers.jit_cache import announce_compilation
 
@@ -41,12 +41,21 @@ Callback = Callable[[dict[str, Any]], None]
 
 @dataclass
 class _Table:
-    """A table prepared for training: role columns, designs and per-coordinate scores."""
+    """A table prepared for training: role columns, designs and per-coordinate scores.
+
+    Its labels and weights never change, so their class split is made once
+    (:class:`gdmix.metrics.BinaryEvaluator`) and each evaluation sorts the scores only.
+    """
 
     name: str
     roles: RoleColumns
     designs: dict[str, Any]
     scores: dict[str, np.ndarray] = field(default_factory=dict)
+    _evaluator: BinaryEvaluator | None = field(default=None, repr=False)
+
+    #: ``training.train_metrics: auto`` evaluates the training table after every
+    #: coordinate update when it has at most this many rows.
+    AUTO_METRICS_MAX_ROWS: ClassVar[int] = 1_000_000
 
     def total(self) -> np.ndarray:
         out = self.roles.offset.copy()
@@ -56,9 +65,17 @@ class _Table:
 
     def metrics(self, total: np.ndarray | None = None) -> dict[str, float]:
         assert self.roles.y is not None
+        if self._evaluator is None:
+            self._evaluator = BinaryEvaluator(self.roles.y, self.roles.weight)
         t = self.total() if total is None else total
-        m = evaluate_scores(self.roles.y, t, sample_weight=self.roles.weight)
-        return {"auc": m["auc"], "log_loss": m["log_loss"]}
+        return {"auc": self._evaluator.auc(t), "log_loss": self._evaluator.log_loss(t)}
+
+    def metrics_each_update(self, setting: str) -> bool:
+        """Whether ``training.train_metrics`` asks for this table's metrics after every
+        coordinate update (``auto``: on tables of at most ``AUTO_METRICS_MAX_ROWS``)."""
+        if setting == "auto":
+            return len(self.roles.offset) <= self.AUTO_METRICS_MAX_ROWS
+        return setting == "always"
 
 
 def _goodness(metrics: dict[str, float], metric: str) -> float:
@@ -163,9 +180,13 @@ class _Trainer:
                 v.designs[coord.name], v.roles.y, v.roles.weight, offsets[v.name]
             )
         selection = self.validation if self.validation is not None else self.train
-        # Training-set metrics (a sort of every training row) only for the kept candidate
-        # when validation data chooses among several.
+        # Training-set metrics (a sort of every training row) only when asked for
+        # (training.train_metrics; without validation data only to choose among several
+        # candidates), and only for the kept candidate when validation data chooses.
+        train_metrics = self.train.metrics_each_update(self.config.training.train_metrics)
         deferred = self.validation is not None and len(candidates) > 1
+        choose_on_train = selection is self.train and len(candidates) > 1
+        skip_train = deferred or not (train_metrics or choose_on_train)
         best: tuple[float, dict[str, Any], dict[str, np.ndarray], dict[str, Any]] | None = None
         for params in candidates:
             start = time.perf_counter()
@@ -182,11 +203,11 @@ class _Trainer:
             record: dict[str, Any] = {"pass": pass_no, "coordinate": coord.name, "params": params}
             goodness = -np.inf
             for t in self._tables():
-                if deferred and t is self.train:
+                if skip_train and t is self.train:
                     continue
                 m = t.metrics(offsets[t.name] + new_scores[t.name])
-                record[f"{t.name.split()[0]}_auc"] = m["auc"]
-                record[f"{t.name.split()[0]}_log_loss"] = m["log_loss"]
+                prefix = "train" if t is self.train else "validation"
+                record[f"{prefix}_auc"], record[f"{prefix}_log_loss"] = m["auc"], m["log_loss"]
                 if t is selection:
                     goodness = _goodness(m, metric)
             record.update(seconds=seconds, **diag)
@@ -201,7 +222,7 @@ class _Trainer:
         if len(candidates) > 1:
             coord.set_state(best[1])
             logger.info("  %s: selected %s", coord.name, coord.params)
-        if deferred:
+        if deferred and train_metrics:
             m = self.train.metrics(offsets[self.train.name] + best[2][self.train.name])
             best[3].update(train_auc=m["auc"], train_log_loss=m["log_loss"])
         for t in self._tables():

@@ -1,0 +1,64 @@
+"""``training.train_metrics``: training-set metrics after every update only when asked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+import gdmix
+from gdmix import training
+from gdmix.config import parse_config
+from gdmix.errors import ConfigError
+
+
+def _fit(toy_job, setting, *, validation=True, l2=1.0):
+    raw = toy_job.config_copy()
+    raw["training"]["train_metrics"] = setting
+    raw["training"]["n_passes"] = 1
+    raw["coordinates"][1]["l2"] = l2
+    if not validation:
+        raw["data"].pop("validation")
+    return gdmix.fit(parse_config(raw))
+
+
+def test_always_records_the_training_auc_of_every_update(toy_job):
+    model = _fit(toy_job, "always")
+    assert [r["coordinate"] for r in model.history] == ["global", "per_user", "per_item"]
+    y = toy_job.train["label"].to_numpy()
+    running = np.zeros(len(y))
+    for record in model.history:  # the training AUC of the scores after each update
+        assert "train_auc" in record and "validation_auc" in record
+        running += model[record["coordinate"]].score(
+            model[record["coordinate"]].design(toy_job.train, "t")
+        )
+        assert record["train_auc"] == pytest.approx(roc_auc_score(y, running), abs=1e-12)
+
+
+@pytest.mark.parametrize("validation", [True, False])
+def test_never_skips_them_and_validation_metrics_stay(toy_job, validation):
+    model = _fit(toy_job, "never", validation=validation)
+    for record in model.history:
+        assert "train_auc" not in record and "train_log_loss" not in record
+        assert ("validation_auc" in record) == validation
+    assert "auc" in model.metrics["train"]  # the final metrics are still computed once
+    ref = _fit(toy_job, "always", validation=validation)
+    for a, b in zip(model.history, ref.history, strict=True):
+        assert a.get("validation_auc") == b.get("validation_auc")
+
+
+def test_auto_depends_on_the_training_rows(toy_job, monkeypatch):
+    assert all("train_auc" in r for r in _fit(toy_job, "auto").history)
+    monkeypatch.setattr(training._Table, "AUTO_METRICS_MAX_ROWS", len(toy_job.train) - 1)
+    assert not any("train_auc" in r for r in _fit(toy_job, "auto").history)
+    # An l2 search still reports the kept candidate's training metrics when on.
+    searched = _fit(toy_job, "always", l2=[0.5, 5.0])
+    assert all("train_auc" in r for r in searched.history if r["coordinate"] != "per_user"
+               or r["params"] == searched["per_user"].params)  # fmt: skip
+
+
+def test_bad_setting_is_rejected(toy_job):
+    raw = toy_job.config_copy()
+    raw["training"]["train_metrics"] = "sometimes"
+    with pytest.raises(ConfigError, match="train_metrics"):
+        parse_config(raw)
