@@ -15,9 +15,11 @@ from gdmix.config import (
     TrainingConfig,
     load_config,
 )
-from gdmix.errors import ConfigError, DataError, GDMixError, ModelDirectoryError
+from gdmix.errors import ConfigError, DataError, GDMixError, ModelDirectoryError, OutputError
 from gdmix.metrics import grouped_auc, log_loss, roc_auc
 from gdmix.model import GDMixModel
+from gdmix.refresh import RefreshResult, refresh
+from gdmix.store import ModelStore
 from gdmix.training import fit
 
 __all__ = [
@@ -30,12 +32,16 @@ __all__ = [
     "GDMixError",
     "GDMixModel",
     "ModelDirectoryError",
+    "ModelStore",
+    "OutputError",
     "RandomEffectConfig",
+    "RefreshResult",
     "TrainingConfig",
     "__version__",
     "fit",
     "grouped_auc",
     "load_config",
     "log_loss",
+    "refresh",
     "roc_auc",
 ]
