@@ -44,26 +44,49 @@ __all__ = [
 
 
 class FixedEffectConfig(CoordinateBase):
-    """A global logistic regression (the fixed effect), solved with L-BFGS.
+    """A global logistic regression (the fixed effect).
+
+    The optimiser works on the objective divided by the total row weight, in scaled
+    variables (each coefficient times its column's scale; columns centred when the
+    intercept is free; see :mod:`gdmix.solvers.lbfgs`). It stops at the first of its
+    rules that holds, and the training history records which one (``stop``):
+    ``tol``, ``objective_tol`` (both count as converged), ``max_iter``, ``no_progress``
+    or ``diverged`` (no optimum: separable data with ``l2: 0``, or one label only).
 
     Attributes
     ----------
     l2 : float or list of float
         L2 penalty ``l2/2 * ||w||^2`` (the intercept is not penalised). A list is a
-        search grid (see :class:`TrainingConfig`).
+        search grid (see :class:`TrainingConfig`), fitted strongest penalty first, each
+        fit warm-started from the previous one's solution.
     intercept : bool
         Fit an unpenalised intercept.
+    solver : {"auto", "newton", "tron", "lbfgs"}
+        ``newton``: Newton's method with the full Hessian, for few columns (at most a
+        few hundred); ``tron``: trust-region Newton with conjugate gradients on
+        Hessian-vector products, for wide designs; ``lbfgs``: L-BFGS (scipy). ``auto``
+        takes ``newton`` when the design has at most 256 columns and a full Hessian
+        costs at most a few passes over the data, and ``tron`` otherwise.
     max_iter : int
-        L-BFGS iteration limit.
+        Iteration limit of the method (Newton steps, or L-BFGS iterations).
     tol : float
-        Convergence tolerance on the projected gradient, relative to the number of rows.
+        Stop when the largest gradient entry (objective divided by the total weight,
+        scaled variables) is at most ``tol``. 0 turns the rule off.
+    objective_tol : float
+        Stop when a Newton step predicts a relative decrease of the objective of at
+        most ``objective_tol``: near the optimum, that is the relative gap to the optimal
+        value (``newton`` and ``tron``). For ``lbfgs``: when the last iteration decreased
+        the objective (divided by the total weight) by at most ``objective_tol``, relative
+        to ``max(|f|, 1)``. 0 turns the rule off.
     locked : bool
         Load the coordinate from ``init_model`` and score it, never train it.
     """
 
     type: Literal["fixed"] = "fixed"
+    solver: Literal["auto", "newton", "tron", "lbfgs"] = "auto"
     max_iter: int = Field(default=500, ge=1)
-    tol: float = Field(default=1e-10, gt=0)
+    tol: float = Field(default=1e-10, ge=0, allow_inf_nan=False)
+    objective_tol: float = Field(default=1e-12, ge=0, lt=1, allow_inf_nan=False)
 
 
 class RandomEffectConfig(CoordinateBase):

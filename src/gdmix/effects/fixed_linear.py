@@ -1,10 +1,17 @@
-"""Fixed effect: one global L2 logistic regression solved with L-BFGS."""
+"""Fixed effect: one global L2 logistic regression.
+
+Solved by :func:`gdmix.solvers.lbfgs.minimize_logistic` (Newton, trust-region Newton-CG
+or L-BFGS, see :class:`gdmix.config.FixedEffectConfig`) over compiled, multi-threaded
+passes on the design (``training.n_threads`` threads).
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -14,9 +21,11 @@ import scipy.sparse as sp
 from gdmix.config import FixedEffectConfig
 from gdmix.data.features import FeatureIndex
 from gdmix.effects.base import Coordinate, Validation
-from gdmix.solvers.lbfgs import fit_logistic_lbfgs
+from gdmix.solvers.lbfgs import InMemoryLogistic, LogisticResult, minimize_logistic
 
-__all__ = ["FixedLinearEffect"]
+__all__ = ["FixedLinearEffect", "fit_diagnostics"]
+
+logger = logging.getLogger("gdmix")
 
 _INTERCEPT = "(intercept)"
 
@@ -37,6 +46,8 @@ class FixedLinearEffect(Coordinate):
         super().__init__(config)
         self.coef = np.zeros(0)
         self.intercept = 0.0
+        #: Threads of the compiled passes (``training.n_threads``; None: numba's default).
+        self.n_threads: int | None = None
 
     def build(self, frame: pd.DataFrame, base: FixedLinearEffect | None = None) -> None:
         """Build the feature index map from the training table.
@@ -74,22 +85,28 @@ class FixedLinearEffect(Coordinate):
         l2: float,
         validation: Validation | None = None,
     ) -> dict[str, Any]:
-        """Fit with L-BFGS, warm-started from the current coefficients."""
-        res = fit_logistic_lbfgs(
-            design,
-            y,
-            l2=l2,
-            sample_weight=weight,
-            offset=offset,
-            fit_intercept=self.config.intercept,
-            coef0=self.coef,
-            intercept0=self.intercept,
-            max_iter=self.config.max_iter,
-            tol=self.config.tol,
-        )
+        """Fit, warm-started from the current coefficients (the previous ``l2``'s
+        solution along a search path)."""
+        previous = numba.get_num_threads()
+        if self.n_threads is not None:
+            numba.set_num_threads(min(self.n_threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            res = minimize_logistic(
+                InMemoryLogistic(design, y, weight, offset),
+                l2=l2,
+                fit_intercept=self.config.intercept,
+                coef0=self.coef,
+                intercept0=self.intercept,
+                max_iter=self.config.max_iter,
+                tol=self.config.tol,
+                objective_tol=self.config.objective_tol,
+                solver=self.config.solver,
+            )
+        finally:
+            numba.set_num_threads(previous)
         self.coef, self.intercept, self.params = res.coef, res.intercept, {"l2": l2}
         self.fitted = True
-        return {"n_iter": res.n_iter, "converged": res.converged, "objective": res.objective}
+        return fit_diagnostics(self.name, res, l2)
 
     def score(self, design: sp.csr_matrix) -> np.ndarray:
         """Per-row logit contribution ``x . w + b``."""
@@ -131,3 +148,22 @@ class FixedLinearEffect(Coordinate):
             raise ValueError("coefficients hold NaN or infinite values")
         self.intercept = float(values[0])
         self.coef = values[1:].copy()
+
+
+def fit_diagnostics(name: str, res: LogisticResult, l2: float) -> dict[str, Any]:
+    """The training-history fields of a fixed-effect fit; warns when its coefficients run
+    off (no optimum exists)."""
+    diag: dict[str, Any] = {
+        "n_iter": res.n_iter,
+        "converged": res.converged,
+        "objective": res.objective,
+        "stop": res.stop,
+        "solver": res.solver,
+    }
+    if res.stop == "diverged":
+        diag["diverged"] = True
+        logger.warning(
+            "coordinate '%s': its coefficients are running off (%s); raise l2 (now %s)",
+            name, res.message, l2,
+        )  # fmt: skip
+    return diag

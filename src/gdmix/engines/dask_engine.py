@@ -5,8 +5,10 @@ The training table stays where it is read, as partitions on the workers. The dri
 table, the metrics. Per coordinate:
 
 - **fixed effect**: each partition's design is built once and kept on its worker;
-  every L-BFGS evaluation maps a loss/gradient task over the partitions and adds up
-  their sums (the same :func:`gdmix.solvers.lbfgs.minimize_logistic` as in memory).
+  every evaluation of the optimiser maps a task over the partitions and adds up their
+  sums (the same :func:`gdmix.solvers.lbfgs.minimize_logistic` as in memory). The rows'
+  curvatures of an evaluation stay on the workers, for the Hessian products and Hessians
+  that follow it.
 - **random effect**: rows are shuffled *once* into entity buckets (a stable hash of
   the entity id) and the buckets stay on the workers; each bucket is solved by the
   same compiled solver as the local engine, warm-started from its previous solution.
@@ -35,7 +37,7 @@ from gdmix.data.features import FeatureIndex
 from gdmix.data.io import TableLike, read_table
 from gdmix.data.roles import extract_roles
 from gdmix.effects.base import Coordinate
-from gdmix.effects.fixed_linear import FixedLinearEffect
+from gdmix.effects.fixed_linear import FixedLinearEffect, fit_diagnostics
 from gdmix.effects.random_effect import RandomEffect
 from gdmix.effects.random_table import RandomEffectArrays
 from gdmix.engines.buckets import entity_buckets
@@ -44,7 +46,8 @@ from gdmix.fsutil import fresh_work_folder
 from gdmix.losses import logistic_loss
 from gdmix.metrics import evaluate as evaluate_scores
 from gdmix.model import GDMixModel, load_saved_coordinate, make_coordinate
-from gdmix.solvers.lbfgs import column_sums, loss_sums, minimize_logistic
+from gdmix.solvers import fixed_kernels as fk
+from gdmix.solvers.lbfgs import minimize_logistic
 
 __all__ = ["connect", "fit_dask"]
 
@@ -93,16 +96,97 @@ def _build_index(part: dict[str, Any], spec: Any, where: str) -> FeatureIndex:
 
 
 def _fe_design(part: dict[str, Any], features: FeatureIndex, where: str) -> dict[str, Any]:
-    X = features.transform(part["frame"], where)
-    return {"X": X, "Xt": X.T.tocsr(), "y": part["y"], "w": part["w"]}
+    X = fk.as_design(features.transform(part["frame"], where))
+    return {"X": X, "y": part["y"], "w": part["w"]}
 
 
-def _fe_column_sums(design: dict[str, Any]) -> tuple[float, np.ndarray, np.ndarray]:
-    return column_sums(design["X"], design["w"], design["Xt"])
+def _fe_moments(design: dict[str, Any]) -> tuple[float, np.ndarray, np.ndarray, float]:
+    total, xs, xxs = fk.column_moments(design["X"], design["w"])
+    return total, xs, xxs, float(design["w"] @ design["y"])
 
 
-def _fe_loss_sums(design: dict[str, Any], offset: np.ndarray, w: np.ndarray, b: float) -> tuple:
-    return loss_sums(design["X"], design["Xt"], design["y"], design["w"], offset, w, b)
+def _fe_hessian_work(design: dict[str, Any]) -> tuple[float, float]:
+    return fk.hessian_work(design["X"])
+
+
+def _fe_value_grad(
+    design: dict[str, Any], offset: np.ndarray, w: np.ndarray, b: float, diag: bool
+) -> dict[str, Any]:
+    X, y, s = design["X"], design["y"], design["w"]
+    loss, xg, gsum, d, xd = fk.value_grad(X, y, s, offset, w, b, diag=diag)
+    sums = (float(d.sum()), xd[0], xd[1]) if xd is not None else None
+    return {"sums": (loss, xg, gsum, sums), "d": d}
+
+
+def _fe_hess_vec(
+    design: dict[str, Any], point: dict[str, Any], v: np.ndarray, vb: float
+) -> tuple[np.ndarray, float]:
+    return fk.hess_vec(design["X"], point["d"], v, vb)
+
+
+def _fe_hessian(design: dict[str, Any], point: dict[str, Any]) -> tuple:
+    return fk.hessian(design["X"], point["d"])
+
+
+class _DaskLogistic:
+    """:class:`gdmix.solvers.lbfgs.LogisticSums` over partitions on a cluster: every sum
+    is a task per partition, added up here; an evaluation's state is its tasks' futures
+    (the rows' curvatures stay on the workers)."""
+
+    def __init__(
+        self, client: Any, designs: list[Any], offsets: list[Any], n_features: int
+    ) -> None:
+        self.client, self.designs, self.offsets = client, designs, offsets
+        self.n_features = n_features
+        work = client.gather([client.submit(_fe_hessian_work, d) for d in designs])
+        self.hessian_cost = sum(h for h, _ in work) / max(sum(g for _, g in work), 1.0)
+
+    def moments(self) -> tuple[float, np.ndarray, np.ndarray, float]:
+        parts = self.client.gather([self.client.submit(_fe_moments, d) for d in self.designs])
+        return (
+            sum(p[0] for p in parts),
+            sum(p[1] for p in parts),
+            sum(p[2] for p in parts),
+            sum(p[3] for p in parts),
+        )
+
+    def value_grad(self, w: np.ndarray, b: float, *, diag: bool = False) -> tuple:
+        client = self.client
+        points = [
+            client.submit(_fe_value_grad, d, o, w, b, diag, pure=False)
+            for d, o in zip(self.designs, self.offsets, strict=True)
+        ]
+        parts = client.gather([client.submit(_field, f, "sums") for f in points])
+        diag_sums = None
+        if diag:
+            diag_sums = tuple(sum(p[3][k] for p in parts) for k in range(3))
+        return (
+            sum(p[0] for p in parts),
+            sum(p[1] for p in parts),
+            sum(p[2] for p in parts),
+            points,
+            diag_sums,
+        )
+
+    def hess_vec(self, state: list[Any], v: np.ndarray, vb: float) -> tuple[np.ndarray, float]:
+        client = self.client
+        parts = client.gather(
+            [
+                client.submit(_fe_hess_vec, d, f, v, vb, pure=False)
+                for d, f in zip(self.designs, state, strict=True)
+            ]
+        )
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+    def hessian(self, state: list[Any]) -> tuple[np.ndarray, np.ndarray, float]:
+        client = self.client
+        parts = client.gather(
+            [
+                client.submit(_fe_hessian, d, f, pure=False)
+                for d, f in zip(self.designs, state, strict=True)
+            ]
+        )
+        return sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts)
 
 
 def _fe_score(design: dict[str, Any], coef: np.ndarray, intercept: float) -> np.ndarray:
@@ -374,34 +458,22 @@ class _DaskTrainer:
         ]
 
     def _fit_fixed(self, coord: FixedLinearEffect, offsets: list[Any]) -> dict[str, Any]:
-        client, designs = self.client, self.designs[coord.name]
-        parts = client.gather([client.submit(_fe_column_sums, d) for d in designs])
-        sums = (sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts))
-
-        def evaluate(w: np.ndarray, b: float) -> tuple[float, np.ndarray, float]:
-            out = client.gather(
-                [
-                    client.submit(_fe_loss_sums, d, o, w, b, pure=False)
-                    for d, o in zip(designs, offsets, strict=True)
-                ]
-            )
-            return sum(r[0] for r in out), sum(r[1] for r in out), sum(r[2] for r in out)
-
         cfg = coord.config
+        data = _DaskLogistic(self.client, self.designs[coord.name], offsets, len(coord.coef))
         res = minimize_logistic(
-            len(coord.coef),
-            sums,
-            evaluate,
+            data,
             l2=coord.l2,
             fit_intercept=cfg.intercept,
             coef0=coord.coef,
             intercept0=coord.intercept,
             max_iter=cfg.max_iter,
             tol=cfg.tol,
+            objective_tol=cfg.objective_tol,
+            solver=cfg.solver,
         )
         coord.coef, coord.intercept, coord.fitted = res.coef, res.intercept, True
         self.scores[coord.name] = self._score_parts(coord)
-        return {"n_iter": res.n_iter, "converged": res.converged, "objective": res.objective}
+        return fit_diagnostics(coord.name, res, coord.l2)
 
     def _split_base(self, base: RandomEffect) -> list[Any]:
         """The previous model's entities of every bucket, scattered to the workers."""
