@@ -48,6 +48,8 @@ class FixedLinearEffect(Coordinate):
         self.intercept = 0.0
         #: Threads of the compiled passes (``training.n_threads``; None: numba's default).
         self.n_threads: int | None = None
+        #: The last solution found for each ``l2`` (warm starts of an ``l2`` search).
+        self._solutions: dict[float, tuple[np.ndarray, float]] = {}
 
     def build(self, frame: pd.DataFrame, base: FixedLinearEffect | None = None) -> None:
         """Build the feature index map from the training table.
@@ -85,8 +87,8 @@ class FixedLinearEffect(Coordinate):
         l2: float,
         validation: Validation | None = None,
     ) -> dict[str, Any]:
-        """Fit, warm-started from the current coefficients (the previous ``l2``'s
-        solution along a search path)."""
+        """Fit, warm-started (see :meth:`start_point`)."""
+        coef0, intercept0 = self.start_point(l2)
         previous = numba.get_num_threads()
         if self.n_threads is not None:
             numba.set_num_threads(min(self.n_threads, numba.config.NUMBA_NUM_THREADS))
@@ -95,8 +97,8 @@ class FixedLinearEffect(Coordinate):
                 InMemoryLogistic(design, y, weight, offset),
                 l2=l2,
                 fit_intercept=self.config.intercept,
-                coef0=self.coef,
-                intercept0=self.intercept,
+                coef0=coef0,
+                intercept0=intercept0,
                 max_iter=self.config.max_iter,
                 tol=self.config.tol,
                 objective_tol=self.config.objective_tol,
@@ -104,9 +106,20 @@ class FixedLinearEffect(Coordinate):
             )
         finally:
             numba.set_num_threads(previous)
-        self.coef, self.intercept, self.params = res.coef, res.intercept, {"l2": l2}
-        self.fitted = True
+        self.set_solution(l2, res.coef, res.intercept)
         return fit_diagnostics(self.name, res, l2)
+
+    def start_point(self, l2: float) -> tuple[np.ndarray, float]:
+        """Where a fit with penalty ``l2`` starts: the last solution found for that
+        ``l2`` (an earlier pass of a search), else the current coefficients (the previous
+        candidate's solution along the search path, strongest penalty first)."""
+        return self._solutions.get(float(l2), (self.coef, self.intercept))
+
+    def set_solution(self, l2: float, coef: np.ndarray, intercept: float) -> None:
+        """Take ``(coef, intercept)`` as the fit for ``l2``, and remember it."""
+        self.coef, self.intercept, self.params = coef, float(intercept), {"l2": l2}
+        self.fitted = True
+        self._solutions[float(l2)] = (coef.copy(), float(intercept))
 
     def score(self, design: sp.csr_matrix) -> np.ndarray:
         """Per-row logit contribution ``x . w + b``."""

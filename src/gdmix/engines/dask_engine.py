@@ -460,18 +460,19 @@ class _DaskTrainer:
     def _fit_fixed(self, coord: FixedLinearEffect, offsets: list[Any]) -> dict[str, Any]:
         cfg = coord.config
         data = _DaskLogistic(self.client, self.designs[coord.name], offsets, len(coord.coef))
+        coef0, intercept0 = coord.start_point(coord.l2)
         res = minimize_logistic(
             data,
             l2=coord.l2,
             fit_intercept=cfg.intercept,
-            coef0=coord.coef,
-            intercept0=coord.intercept,
+            coef0=coef0,
+            intercept0=intercept0,
             max_iter=cfg.max_iter,
             tol=cfg.tol,
             objective_tol=cfg.objective_tol,
             solver=cfg.solver,
         )
-        coord.coef, coord.intercept, coord.fitted = res.coef, res.intercept, True
+        coord.set_solution(coord.l2, res.coef, res.intercept)
         self.scores[coord.name] = self._score_parts(coord)
         return fit_diagnostics(coord.name, res, coord.l2)
 

@@ -510,15 +510,15 @@ def _runs_off(
     state = out.state
     if method == "lbfgs":
         _, _, state = problem.fg(out.theta)
-    if method == "newton":
+    if problem.p < NEWTON_MAX_FEATURES:
         step = newton_direction(problem.hess(state), out.grad)
-    else:
+    else:  # tiny curvatures (the runaway directions) need a tight inner solve
         step, _, _, _ = steihaug_cg(
             lambda v: problem.hessp(state, v),
             out.grad,
             math.inf,
-            0.1,
-            max(10, min(len(out.grad), 200)),
+            1e-6,
+            max(10, min(len(out.grad), 500)),
         )
     return float(np.max(np.abs(step), initial=0.0)) > RUNAWAY_STEP
 
