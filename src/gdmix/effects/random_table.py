@@ -10,6 +10,8 @@ entity.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +22,14 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 __all__ = [
+    "ARROW_COPY",
     "DENSE_MAX_FEATURES",
+    "ArrowCoefficients",
     "RandomEffectArrays",
     "coefficient_table",
+    "open_arrow_copy",
     "read_coefficients",
+    "write_arrow_copy",
     "write_coefficients",
 ]
 
@@ -91,10 +97,202 @@ def coefficient_table(
 
 
 def write_coefficients(
-    arrays: RandomEffectArrays, path: Path, *, default_variance: float | None = None
+    arrays: RandomEffectArrays,
+    path: Path,
+    *,
+    default_variance: float | None = None,
+    arrow_copy: bool | None = None,
 ) -> None:
-    """Write the entities' parameters to ``path`` (Parquet)."""
+    """Write the entities' parameters to ``path`` (Parquet).
+
+    Parameters
+    ----------
+    arrays : RandomEffectArrays
+        The entities' parameters.
+    path : Path
+        The Parquet file.
+    default_variance : float, optional
+        Variance of a feature absent from an entity's lists (tables with variances).
+    arrow_copy : bool, optional
+        Also write the memory-mappable copy :data:`ARROW_COPY` next to ``path`` (see
+        :func:`write_arrow_copy`). By default only for a file named
+        ``coefficients.parquet`` (not for the parts of a streamed table).
+    """
     pq.write_table(coefficient_table(arrays, default_variance=default_variance), path)
+    if arrow_copy is None:
+        arrow_copy = Path(path).name == "coefficients.parquet"
+    if arrow_copy:
+        write_arrow_copy(arrays, Path(path))
+
+
+#: Name of the memory-mappable copy of a random effect's coefficients.
+ARROW_COPY = "coefficients.arrow"
+_ARROW_FORMAT = 1
+_ARROW_KEY = b"gdmix"
+
+
+def _arrow_ids(ids: pd.Index) -> pa.Array | None:
+    """Entity ids as int64 or large_string (None for ids of any other type)."""
+    if pd.api.types.is_integer_dtype(ids.dtype) and not pd.api.types.is_bool_dtype(ids.dtype):
+        values = ids.to_numpy()
+        if values.dtype == np.uint64 and len(values) and values.max() > np.iinfo(np.int64).max:
+            return None
+        return pa.array(values.astype(np.int64), type=pa.int64())
+    values = ids.to_numpy(dtype=object)
+    if not all(isinstance(v, str) for v in values):
+        return None
+    return pa.array(values, type=pa.large_string())
+
+
+def write_arrow_copy(arrays: RandomEffectArrays, parquet: Path) -> Path | None:
+    """Write :data:`ARROW_COPY` next to the Parquet table ``parquet`` (written first).
+
+    One record batch, uncompressed, so that every column is one contiguous buffer of the
+    file: a reader memory-maps it and uses the buffers in place. Returns the path
+    written, or None when the entity ids are neither integers nor strings (the Parquet
+    table then stays the only copy).
+    """
+    parquet = Path(parquet)
+    ids = _arrow_ids(arrays.entity_ids)
+    if ids is None:
+        return None
+    n = len(arrays.entity_ids)
+    coef = arrays.coef
+    d = coef.shape[1]
+    columns: dict[str, pa.Array] = {
+        "entity_id": ids,
+        "intercept": pa.array(np.asarray(arrays.intercept, dtype=np.float64)),
+    }
+    if sp.issparse(coef):
+        csr = sp.csr_matrix(coef)
+        csr.sort_indices()
+        offsets = pa.array(csr.indptr.astype(np.int64))
+        columns["indices"] = pa.LargeListArray.from_arrays(
+            offsets, pa.array(csr.indices.astype(np.int32))
+        )
+        columns["values"] = pa.LargeListArray.from_arrays(
+            offsets, pa.array(csr.data.astype(np.float64))
+        )
+        layout = "sparse"
+    elif d > 0:
+        flat = np.ascontiguousarray(coef, dtype=np.float64).reshape(-1)
+        columns["coef"] = pa.FixedSizeListArray.from_arrays(pa.array(flat), d)
+        layout = "dense"
+    else:
+        layout = "none"
+    meta = {
+        "format": _ARROW_FORMAT,
+        "layout": layout,
+        "n_features": int(d),
+        "n_entities": int(n),
+        "parquet_rows": int(pq.ParquetFile(parquet).metadata.num_rows),
+        "parquet_bytes": int(os.stat(parquet).st_size),
+    }
+    batch = pa.RecordBatch.from_pydict(columns)
+    schema = batch.schema.with_metadata({_ARROW_KEY: json.dumps(meta).encode()})
+    target = parquet.with_name(ARROW_COPY)
+    with pa.OSFile(str(target), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        writer.write_batch(batch.replace_schema_metadata(schema.metadata))
+    return target
+
+
+@dataclass
+class ArrowCoefficients:
+    """A random effect's coefficients memory-mapped from :data:`ARROW_COPY`.
+
+    The arrays are views of the mapped file (no copy); they keep it mapped while alive.
+
+    Attributes
+    ----------
+    entity_ids : pyarrow.Array
+        int64 or large_string ids, one per row.
+    intercept : ndarray, shape (n,)
+    coef : ndarray of shape (n, d), or None
+        The dense block (layout ``dense``).
+    indptr, indices, values : ndarray or None
+        CSR rows (layout ``sparse``).
+    n_features : int
+    layout : str
+        ``dense``, ``sparse`` or ``none`` (no features: intercepts only).
+    """
+
+    entity_ids: pa.Array
+    intercept: np.ndarray
+    coef: np.ndarray | None
+    indptr: np.ndarray | None
+    indices: np.ndarray | None
+    values: np.ndarray | None
+    n_features: int
+    layout: str
+
+    def __len__(self) -> int:
+        return len(self.intercept)
+
+
+def _flat_values(column: pa.Array) -> pa.Array:
+    return column.flatten() if len(column) else column.values.slice(0, 0)
+
+
+def open_arrow_copy(folder: Path, n_features: int) -> ArrowCoefficients | None:
+    """Memory-map the :data:`ARROW_COPY` of the coefficient table in ``folder``.
+
+    Returns None when there is no copy, or when it does not describe the Parquet table
+    next to it any more (another size or row count: a table rewritten without its copy),
+    in which case the Parquet table is the one to read.
+
+    Raises
+    ------
+    ValueError
+        When the copy is unreadable, malformed, or disagrees with ``n_features``.
+    """
+    path = Path(folder) / ARROW_COPY
+    parquet = Path(folder) / "coefficients.parquet"
+    if not path.is_file() or not parquet.is_file():
+        return None
+    try:
+        reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+        raw = (reader.schema.metadata or {}).get(_ARROW_KEY)
+        meta = json.loads(raw) if raw else {}
+        if meta.get("format") != _ARROW_FORMAT:
+            raise ValueError(f"{ARROW_COPY}: unknown format {meta.get('format')!r}")
+        if (
+            meta.get("parquet_bytes") != os.stat(parquet).st_size
+            or meta.get("parquet_rows") != pq.ParquetFile(parquet).metadata.num_rows
+        ):
+            return None
+        if reader.num_record_batches != 1:
+            raise ValueError(f"{ARROW_COPY} must hold one record batch")
+        batch = reader.get_batch(0)
+    except (OSError, pa.ArrowException, json.JSONDecodeError) as err:
+        raise ValueError(f"{ARROW_COPY} is unreadable: {err}") from None
+    n = batch.num_rows
+    layout = meta.get("layout")
+    if meta.get("n_features") != n_features or meta.get("n_entities") != n:
+        raise ValueError(
+            f"{ARROW_COPY} describes {meta.get('n_entities')} entities x "
+            f"{meta.get('n_features')} features; expected {n} x {n_features}"
+        )
+    if any(col.null_count for col in batch.columns):
+        raise ValueError(f"{ARROW_COPY} holds nulls")
+    ids = batch.column("entity_id")
+    if ids.type not in (pa.int64(), pa.large_string()):
+        raise ValueError(f"{ARROW_COPY}: entity_id must be int64 or large_string, not {ids.type}")
+    intercept = batch.column("intercept").to_numpy(zero_copy_only=True)
+    coef = indptr = indices = values = None
+    if layout == "dense":
+        flat = _flat_values(batch.column("coef")).to_numpy(zero_copy_only=True)
+        coef = flat.reshape(n, n_features)
+    elif layout == "sparse":
+        idx, val = batch.column("indices"), batch.column("values")
+        indptr = idx.offsets.to_numpy(zero_copy_only=True)
+        indptr = indptr - indptr[0] if len(indptr) and indptr[0] else indptr
+        if not np.array_equal(indptr, val.offsets.to_numpy() - val.offsets[0].as_py()):
+            raise ValueError(f"{ARROW_COPY}: indices and values lists differ in length")
+        indices = _flat_values(idx).to_numpy(zero_copy_only=True)
+        values = _flat_values(val).to_numpy(zero_copy_only=True)
+    elif layout != "none" or n_features != 0:
+        raise ValueError(f"{ARROW_COPY}: unknown layout {layout!r}")
+    return ArrowCoefficients(ids, intercept, coef, indptr, indices, values, n_features, layout)
 
 
 def read_coefficients(
