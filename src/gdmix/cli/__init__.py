@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from gdmix._version import __version__
-from gdmix.cli import data, evaluate, models, refresh, score, train
+from gdmix.cli import data, evaluate, models, refresh, score, serve, train
 from gdmix.errors import GDMixError
 
 __all__ = ["main"]
@@ -23,7 +23,7 @@ logger = logging.getLogger("gdmix")
 
 #: Command modules, in the order ``gdmix --help`` lists them. Each has ``NAME``, ``HELP``,
 #: ``add_arguments(parser)`` and ``run(args) -> int``.
-COMMANDS: list[ModuleType] = [train, refresh, models, score, evaluate, data]
+COMMANDS: list[ModuleType] = [train, refresh, models, score, serve, evaluate, data]
 
 _DESCRIPTION = """\
 gdmix trains generalized deep mixed models: logit = offset + f(x) + sum_i r_i(x_i),
