@@ -82,6 +82,10 @@ def test_dense_block_solves_like_csr(threaded, d, density, max_rows, variance, m
     expected = score_entities(sp.csr_matrix(X), codes, a[0], a[1])
     for block in (X, np.asfortranarray(X)):
         np.testing.assert_array_equal(score_entities(block, codes, b[0], b[1]), expected)
+    # Scores of a design sorted by entity, written back into table order.
+    np.testing.assert_array_equal(
+        score_entities(X[perm], codes[perm], b[0], b[1], rows=perm), expected
+    )
     # A float32 block holds the float32-rounded values: the same as CSR of those values.
     X32 = X.astype(np.float32)
     c = _solve(X32, codes, y, s, o, perm, starts, d, variance)

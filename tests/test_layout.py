@@ -8,7 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gdmix.data.layout import counting_sort, counting_sort_positions, downsample_weights, group_rows
+from gdmix.data import layout
+from gdmix.data.layout import (
+    counting_sort,
+    counting_sort_positions,
+    downsample_weights,
+    group_rows,
+    take,
+)
 
 
 def _ids(kind, seed=0, n=2000, n_entities=150):
@@ -136,8 +143,12 @@ def test_downsample_any_seed_without_warning(seed):
     assert np.array_equal(np.sort(perm), np.flatnonzero(mult > 0))
 
 
+@pytest.mark.parametrize("threaded", [False, True], ids=["serial", "threaded"])
 @pytest.mark.parametrize("n_groups", [1, 7, 500])
-def test_counting_sort_equals_stable_argsort(n_groups):
+def test_counting_sort_equals_stable_argsort(n_groups, threaded, monkeypatch):
+    if threaded:  # one run of rows per thread, even on this small table
+        monkeypatch.setattr(layout, "_PARALLEL_MIN_ROWS", 10)
+        monkeypatch.setattr(layout.numba, "get_num_threads", lambda: 3)
     rng = np.random.default_rng(n_groups)
     codes = rng.integers(0, n_groups, size=3000)
     order, starts = counting_sort(codes, n_groups + 3)  # trailing groups without rows
@@ -155,3 +166,15 @@ def test_counting_sort_rejects_codes_out_of_range():
         counting_sort(np.array([0, -1]), 3)
     order, starts = counting_sort(np.zeros(0, dtype=np.int64), 2)
     assert len(order) == 0 and starts.tolist() == [0, 0, 0]
+
+
+def test_take_gathers_like_fancy_indexing(monkeypatch):
+    monkeypatch.setattr(layout, "_PARALLEL_MIN_ROWS", 10)
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(5, 500))
+    rows = rng.integers(0, 500, size=800)
+    for k in (1, 3, 5):  # one pass of three columns, then the rest
+        got = take(rows, *values[:k])
+        assert len(got) == k
+        for g, v in zip(got, values[:k], strict=True):
+            assert np.array_equal(g, v[rows])

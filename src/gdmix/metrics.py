@@ -27,16 +27,32 @@ __all__ = ["BinaryEvaluator", "evaluate", "grouped_auc", "log_loss", "roc_auc"]
 _EPS = 1e-15
 
 
+@numba.njit(cache=True)
+def _first_not_binary(y):  # type: ignore[no-untyped-def]
+    for i in range(y.shape[0]):
+        if y[i] != 0.0 and y[i] != 1.0:
+            return i
+    return -1
+
+
+@numba.njit(cache=True)
+def _first_not_finite(a):  # type: ignore[no-untyped-def]
+    for i in range(a.shape[0]):
+        if not np.isfinite(a[i]):
+            return i
+    return -1
+
+
 def _labels(y_true: ArrayLike) -> NDArray[np.float64]:
     y = np.asarray(y_true)
     if y.ndim != 1:
         raise DataError(f"y_true must be one-dimensional, got shape {y.shape}")
     if y.dtype.kind not in "biuf":
         raise DataError(f"y_true must hold the numbers 0 and 1, got dtype {y.dtype}")
-    y = y.astype(np.float64)
-    bad = (y != 0.0) & (y != 1.0)
-    if bad.any():
-        raise DataError(f"y_true must hold only 0 and 1, found {y[bad][0]!r}")
+    y = y.astype(np.float64, copy=False)
+    bad = _first_not_binary(y) if len(y) else -1
+    if bad >= 0:
+        raise DataError(f"y_true must hold only 0 and 1, found {y[bad]!r}")
     return y
 
 
@@ -49,7 +65,7 @@ def _vector(x: ArrayLike, name: str, n: int) -> NDArray[np.float64]:
         raise DataError(f"{name} must be one-dimensional, got shape {a.shape}")
     if a.shape[0] != n:
         raise DataError(f"{name} has {a.shape[0]} rows but y_true has {n}")
-    if not np.isfinite(a).all():
+    if n and _first_not_finite(a) >= 0:
         raise DataError(f"{name} contains NaN or infinite values")
     return a
 
@@ -131,8 +147,10 @@ def _logit_loss_sum(y: np.ndarray, z: np.ndarray, w: np.ndarray, weighted: bool)
 
 
 def _sorted_class(scores: NDArray[np.float64], weights: NDArray[np.float64] | None) -> tuple:
+    """``scores`` (a fresh array) sorted in place, with their weights aligned."""
     if weights is None:
-        return np.sort(scores), None
+        scores.sort()
+        return scores, None
     order = np.argsort(scores)
     return scores[order], weights[order]
 
@@ -162,16 +180,22 @@ class BinaryEvaluator:
     def __init__(self, y_true: ArrayLike, sample_weight: ArrayLike | None = None) -> None:
         y = _labels(y_true)
         n = y.shape[0]
-        w = _weights(sample_weight, n)
         self.n_rows = n
         self._y = y
-        self._w = w
         self._positive = y == 1.0
-        self._uniform = bool(n == 0 or (w == w[0]).all())
+        self._n_pos = int(np.count_nonzero(self._positive))
+        w = None if sample_weight is None else _weights(sample_weight, n)
+        self._uniform = w is None or bool(n == 0 or (w == w[0]).all())
+        if w is None:
+            self._w = np.ones(1)  # unused
+            self._w_total = float(n)
+            self._pos_total, self._neg_total = float(self._n_pos), float(n - self._n_pos)
+            self._class_weights = None
+            return
+        self._w = w
         self._w_total = float(w.sum())
         pos_w, neg_w = w[self._positive], w[~self._positive]
         self._pos_total, self._neg_total = float(pos_w.sum()), float(neg_w.sum())
-        self._n_pos = int(self._positive.sum())
         self._class_weights = None if self._uniform else (pos_w, neg_w)
 
     def _scores(self, y_score: ArrayLike, name: str) -> NDArray[np.float64]:
@@ -188,10 +212,11 @@ class BinaryEvaluator:
         s = self._scores(y_score, "y_score")
         if self._pos_total <= 0 or self._neg_total <= 0:
             raise DataError("roc_auc needs both classes in y_true (with positive weight)")
-        pos_s, neg_s = s[self._positive], s[~self._positive]
+        pos_s = s[self._positive]
+        neg_s = s[~self._positive]
         if self._class_weights is None:
             n_pos, n_neg = self._n_pos, self.n_rows - self._n_pos
-            twice = _pair_count(np.sort(pos_s), np.sort(neg_s))
+            twice = _pair_count(_sorted_class(pos_s, None)[0], _sorted_class(neg_s, None)[0])
             return float(twice / (2.0 * n_pos * n_neg))
         pos_w, neg_w = self._class_weights
         ps, pw = _sorted_class(pos_s, pos_w)

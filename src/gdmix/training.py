@@ -52,6 +52,9 @@ class _Table:
     designs: dict[str, Any]
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     _evaluator: BinaryEvaluator | None = field(default=None, repr=False)
+    _current: tuple[list[tuple[str, np.ndarray]], dict[str, float]] | None = field(
+        default=None, repr=False
+    )
 
     #: ``training.train_metrics: auto`` evaluates the training table after every
     #: coordinate update when it has at most this many rows.
@@ -64,11 +67,26 @@ class _Table:
         return out
 
     def metrics(self, total: np.ndarray | None = None) -> dict[str, float]:
+        """AUC and log loss of ``total`` (default: the table's current total score).
+
+        The current total's metrics are kept until a score array is replaced, so that
+        the end-of-pass and final evaluations of unchanged scores cost nothing.
+        """
         assert self.roles.y is not None
         if self._evaluator is None:
             self._evaluator = BinaryEvaluator(self.roles.y, self.roles.weight)
+        current = list(self.scores.items())
+        if total is None and self._current is not None:
+            seen, values = self._current
+            if len(seen) == len(current) and all(
+                a[0] == b[0] and a[1] is b[1] for a, b in zip(seen, current, strict=True)
+            ):
+                return dict(values)
         t = self.total() if total is None else total
-        return {"auc": self._evaluator.auc(t), "log_loss": self._evaluator.log_loss(t)}
+        values = {"auc": self._evaluator.auc(t), "log_loss": self._evaluator.log_loss(t)}
+        if total is None:
+            self._current = (current, dict(values))  # holds the arrays: no reused ids
+        return values
 
     def metrics_each_update(self, setting: str) -> bool:
         """Whether ``training.train_metrics`` asks for this table's metrics after every

@@ -27,6 +27,7 @@ import scipy.sparse as sp
 from numba import prange
 
 from gdmix.config import FeatureConfig
+from gdmix.data.layout import empty_touched
 from gdmix.data.schema import (
     check_finite_numeric,
     check_numeric_dtype,
@@ -74,7 +75,7 @@ def scatter_rows(src: np.ndarray, positions: np.ndarray, dtype: Any = None) -> n
     -------
     ndarray, shape (n, d)
     """
-    out = np.empty(src.shape, dtype=dtype or src.dtype)
+    out = empty_touched(src.shape, dtype=dtype or src.dtype)
     positions = np.ascontiguousarray(positions, dtype=np.int64)
     if len(positions) != src.shape[0]:
         raise ValueError("positions must have one entry per row")
@@ -84,40 +85,52 @@ def scatter_rows(src: np.ndarray, positions: np.ndarray, dtype: Any = None) -> n
     return out
 
 
-@numba.njit(cache=True)
-def _dense_to_csr(block):
-    n, d = block.shape
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    for i in range(n):
+def _row_counts_py(block, counts):  # type: ignore[no-untyped-def]
+    for i in prange(block.shape[0]):
         c = 0
-        for j in range(d):
+        for j in range(block.shape[1]):
             if block[i, j] != 0.0:
                 c += 1
-        indptr[i + 1] = indptr[i] + c
-    indices = np.empty(indptr[n], dtype=np.int32)
-    data = np.empty(indptr[n], dtype=np.float64)
-    for i in range(n):
+        counts[i] = c
+
+
+def _fill_csr_py(block, indptr, indices, data):  # type: ignore[no-untyped-def]
+    for i in prange(block.shape[0]):
         q = indptr[i]
-        for j in range(d):
+        for j in range(block.shape[1]):
             v = block[i, j]
             if v != 0.0:
                 indices[q] = j
                 data[q] = v
                 q += 1
-    return indptr, indices, data
+
+
+_row_counts = {True: numba.njit(cache=True, parallel=True)(_row_counts_py),
+               False: numba.njit(cache=True)(_row_counts_py)}  # fmt: skip
+_fill_csr = {True: numba.njit(cache=True, parallel=True)(_fill_csr_py),
+             False: numba.njit(cache=True)(_fill_csr_py)}  # fmt: skip
 
 
 def _csr_from_dense(block: np.ndarray) -> sp.csr_matrix:
-    """CSR of a dense block without explicit zeros, in one compiled pass per side."""
+    """CSR (float64, sorted indices) of a dense block without explicit zeros, in two
+    compiled passes over the rows."""
     n, d = block.shape
     if block.size == 0:
         return sp.csr_matrix((n, d), dtype=np.float64)
-    indptr, indices, data = _dense_to_csr(block)
-    if indptr[-1] <= np.iinfo(np.int32).max:
-        indptr = indptr.astype(np.int32)
-    else:
-        indices = indices.astype(np.int64)
-    return sp.csr_matrix((data, indices, indptr), shape=(n, d))
+    threaded = block.size >= _PARALLEL_MIN_VALUES
+    counts = np.empty(n, dtype=np.int64)
+    _row_counts[threaded](block, counts)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    del counts
+    nnz = int(indptr[-1])
+    index_type = np.int32 if max(nnz, d) <= np.iinfo(np.int32).max else np.int64
+    indices = empty_touched(nnz, index_type)
+    data = empty_touched(nnz)
+    _fill_csr[threaded](block, indptr, indices, data)
+    mat = sp.csr_matrix((data, indices, indptr.astype(index_type)), shape=(n, d))
+    mat.has_sorted_indices = True
+    return mat
 
 
 def _bag_arrays(frame: pd.DataFrame, column: str, where: str) -> tuple[np.ndarray, ...]:
@@ -361,6 +374,8 @@ class FeatureIndex:
             blocks.append(bag)
         if not blocks:
             return sp.csr_matrix((n, 0), dtype=np.float64)
+        if self.dense:  # built with sorted indices, float64
+            return blocks[0]
         mat = blocks[0] if len(blocks) == 1 else sp.hstack(blocks, format="csr")
         mat = sp.csr_matrix(mat, dtype=np.float64)
         mat.sort_indices()

@@ -14,14 +14,17 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 import pandas as pd
+from numba import prange
 
 __all__ = [
     "EntityLayout",
     "counting_sort",
     "counting_sort_positions",
     "downsample_weights",
+    "empty_touched",
     "group_rows",
     "layout_from_codes",
+    "take",
 ]
 
 
@@ -57,27 +60,64 @@ class EntityLayout:
         return np.diff(self.starts)
 
 
-@numba.njit(cache=True)
-def _counting_sort(codes, n_groups, with_positions):  # type: ignore[no-untyped-def]
-    starts = np.zeros(n_groups + 1, dtype=np.int64)
-    for i in range(codes.shape[0]):
+#: Counting sorts of at least this many rows run on several threads (one histogram
+#: per thread, so only while the histograms are small next to the rows).
+_PARALLEL_MIN_ROWS = 1_000_000
+
+
+def _counting_sort_py(codes, n_groups, n_chunks, with_positions):  # type: ignore[no-untyped-def]
+    # Rows are cut into n_chunks runs; each run is counted and placed by one thread, with
+    # its own slots in every group placed after the slots of the runs before it (stable).
+    n = codes.shape[0]
+    bad = 0
+    for i in prange(n):
         c = codes[i]
         if c < 0 or c >= n_groups:
-            raise ValueError("codes must lie in [0, n_groups)")
-        starts[c + 1] += 1
+            bad += 1
+    if bad > 0:
+        raise ValueError("codes must lie in [0, n_groups)")
+    slots = np.zeros((n_chunks, n_groups), dtype=np.int64)
+    for k in prange(n_chunks):
+        for i in range(n * k // n_chunks, n * (k + 1) // n_chunks):
+            slots[k, codes[i]] += 1
+    starts = np.zeros(n_groups + 1, dtype=np.int64)
+    running = 0
     for g in range(n_groups):
-        starts[g + 1] += starts[g]
-    nxt = starts[:-1].copy()
-    order = np.empty(codes.shape[0], dtype=np.int64)
-    positions = np.empty(codes.shape[0] if with_positions else 0, dtype=np.int64)
-    for i in range(codes.shape[0]):
-        c = codes[i]
-        p = nxt[c]
-        order[p] = i
-        if with_positions:
-            positions[i] = p
-        nxt[c] = p + 1
+        starts[g] = running
+        for k in range(n_chunks):
+            count = slots[k, g]
+            slots[k, g] = running
+            running += count
+    starts[n_groups] = running
+    order = np.empty(n, dtype=np.int64)
+    for i in prange(n):  # map the pages in order before writing them in random order
+        order[i] = 0
+    positions = np.empty(n if with_positions else 0, dtype=np.int64)
+    for k in prange(n_chunks):
+        for i in range(n * k // n_chunks, n * (k + 1) // n_chunks):
+            c = codes[i]
+            p = slots[k, c]
+            order[p] = i
+            if with_positions:
+                positions[i] = p
+            slots[k, c] = p + 1
     return order, starts, positions
+
+
+_counting_sort_par = numba.njit(cache=True, parallel=True)(_counting_sort_py)
+_counting_sort_ser = numba.njit(cache=True)(_counting_sort_py)
+
+
+def _counting_sort(
+    codes: np.ndarray, n_groups: int, with_positions: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    n_groups = int(n_groups)
+    n_chunks = 1
+    if len(codes) >= _PARALLEL_MIN_ROWS:
+        n_chunks = max(1, min(numba.get_num_threads(), len(codes) // max(n_groups, 1)))
+    kernel = _counting_sort_par if n_chunks > 1 else _counting_sort_ser
+    return kernel(codes, n_groups, n_chunks, with_positions)
 
 
 def counting_sort(codes: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,8 +142,7 @@ def counting_sort(codes: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndar
     ValueError
         When a code lies outside ``[0, n_groups)``.
     """
-    order, starts, _ = _counting_sort(np.ascontiguousarray(codes, dtype=np.int64),
-                                      int(n_groups), False)  # fmt: skip
+    order, starts, _ = _counting_sort(codes, n_groups, False)
     return order, starts
 
 
@@ -112,7 +151,56 @@ def counting_sort_positions(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`counting_sort` that also returns ``positions``, its inverse permutation
     (row ``i`` is at ``order[positions[i]]``), from the same pass."""
-    return _counting_sort(np.ascontiguousarray(codes, dtype=np.int64), int(n_groups), True)
+    return _counting_sort(codes, n_groups, True)
+
+
+def _fill_py(flat):  # type: ignore[no-untyped-def]
+    for i in prange(flat.shape[0]):
+        flat[i] = 0
+
+
+_fill_par = numba.njit(cache=True, parallel=True)(_fill_py)
+
+
+def empty_touched(shape: int | tuple[int, ...], dtype: object = np.float64) -> np.ndarray:
+    """A new C-ordered array whose memory is already mapped (zero-filled in order, on all
+    threads).
+
+    An array that a compiled loop then fills in random order (a scatter) would otherwise
+    take a page fault at each first write in random order, which on a virtual machine
+    can cost several times the scatter itself.
+    """
+    out = np.empty(shape, dtype=dtype)
+    if out.size >= _PARALLEL_MIN_ROWS:
+        _fill_par(out.reshape(-1))
+    return out
+
+
+def _take3_py(a, b, c, rows, out_a, out_b, out_c):  # type: ignore[no-untyped-def]
+    for i in prange(rows.shape[0]):
+        r = rows[i]
+        out_a[i] = a[r]
+        out_b[i] = b[r]
+        out_c[i] = c[r]
+
+
+_take3_par = numba.njit(cache=True, parallel=True)(_take3_py)
+
+
+def take(rows: np.ndarray, *columns: np.ndarray) -> list[np.ndarray]:
+    """``[column[rows] for column in columns]`` for 1-D float64 columns, gathered on all
+    threads, three columns per pass over ``rows``."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    cols = [np.ascontiguousarray(c, dtype=np.float64) for c in columns]
+    if len(rows) < _PARALLEL_MIN_ROWS:
+        return [c[rows] for c in cols]
+    out = [np.empty(len(rows)) for _ in cols]
+    for k in range(0, len(cols), 3):
+        src, dst = cols[k : k + 3], out[k : k + 3]
+        pad = 3 - len(src)
+        spare = np.empty(len(rows)) if pad else None
+        _take3_par(*src, *[src[0]] * pad, rows, *dst, *[spare] * pad)
+    return out
 
 
 def group_rows(entity_values: pd.Series | np.ndarray) -> EntityLayout:

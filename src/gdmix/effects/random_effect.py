@@ -21,7 +21,7 @@ from gdmix.data.entity_keys import (
 )
 from gdmix.data.entity_keys import key_kind as infer_key_kind
 from gdmix.data.features import FeatureIndex
-from gdmix.data.layout import EntityLayout, counting_sort_positions, downsample_weights
+from gdmix.data.layout import EntityLayout, counting_sort_positions, downsample_weights, take
 from gdmix.data.schema import check_entity_column
 from gdmix.effects.base import Coordinate, Validation
 from gdmix.effects.random_table import (
@@ -290,7 +290,7 @@ class RandomEffect(Coordinate):
         assert design.perm is not None and design.starts is not None, "needs a training design"
         self.params = {"l2": l2, "intercept_l2": intercept_l2}
         if design.order is not None:
-            y, weight, offset = y[design.order], weight[design.order], offset[design.order]
+            y, weight, offset = take(design.order, y, weight, offset)
         if design.weight_multiplier is not None:
             weight = weight * design.weight_multiplier
         weight = np.ascontiguousarray(weight, dtype=np.float64)
@@ -374,12 +374,8 @@ class RandomEffect(Coordinate):
     def score(self, design: RandomEffectDesign) -> np.ndarray:
         """Per-row score (table order); rows of unseen entities, or entities without a
         model, score 0."""
-        scores = score_entities(design.X, design.codes, self.coef, self.intercept)
-        if design.order is None:
-            return scores
-        out = np.empty_like(scores)
-        out[design.order] = scores
-        return out
+        return score_entities(design.X, design.codes, self.coef, self.intercept,
+                              rows=design.order)  # fmt: skip
 
     def penalty(self) -> float:
         """Sum over entities of the Gaussian prior's negative log density (up to a

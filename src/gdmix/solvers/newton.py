@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 from numba import prange
 
+from gdmix.data.layout import empty_touched
 from gdmix.solvers.lockstep import LANES, solve_groups_par, solve_groups_ser
 from gdmix.solvers.rows import entry_column, entry_value, row_span, skip_entry
 from gdmix.solvers.subspace import solve_blocks_par, solve_blocks_ser
@@ -324,42 +325,41 @@ def _merge_slots(
     return coef, var
 
 
-def _score_rows_py(indptr, indices, data, codes, coef, icpt, out):
+def _score_rows_py(indptr, indices, data, codes, coef, icpt, rows, scatter, out):
     for i in prange(len(codes)):
         e = codes[i]
-        if e < 0:
-            out[i] = 0.0
-            continue
-        acc = icpt[e]
-        lo, hi = row_span(data, indptr, i)
-        for k in range(lo, hi):
-            acc += entry_value(data, i, k) * coef[e, entry_column(data, indices, k)]
-        out[i] = acc
+        acc = 0.0
+        if e >= 0:
+            acc = icpt[e]
+            lo, hi = row_span(data, indptr, i)
+            for k in range(lo, hi):
+                acc += entry_value(data, i, k) * coef[e, entry_column(data, indices, k)]
+        out[rows[i] if scatter else i] = acc
 
 
-def _score_rows_sparse_py(indptr, indices, data, codes, cptr, cfeat, cval, icpt, out):
+def _score_rows_sparse_py(indptr, indices, data, codes, cptr, cfeat, cval, icpt, rows, scatter,
+                          out):  # fmt: skip
     for i in prange(len(codes)):
         e = codes[i]
-        if e < 0:
-            out[i] = 0.0
-            continue
-        acc = icpt[e]
-        r0, r1 = row_span(data, indptr, i)
-        for k in range(r0, r1):
-            v = entry_value(data, i, k)
-            if skip_entry(data, v):
-                continue
-            j = entry_column(data, indices, k)
-            lo, hi = cptr[e], cptr[e + 1]
-            while lo < hi:  # binary search of feature j among the entity's sorted features
-                mid = (lo + hi) // 2
-                if cfeat[mid] < j:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            if lo < cptr[e + 1] and cfeat[lo] == j:
-                acc += v * cval[lo]
-        out[i] = acc
+        acc = 0.0
+        if e >= 0:
+            acc = icpt[e]
+            r0, r1 = row_span(data, indptr, i)
+            for k in range(r0, r1):
+                v = entry_value(data, i, k)
+                if skip_entry(data, v):
+                    continue
+                j = entry_column(data, indices, k)
+                lo, hi = cptr[e], cptr[e + 1]
+                while lo < hi:  # binary search of feature j among the entity's sorted features
+                    mid = (lo + hi) // 2
+                    if cfeat[mid] < j:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                if lo < cptr[e + 1] and cfeat[lo] == j:
+                    acc += v * cval[lo]
+        out[rows[i] if scatter else i] = acc
 
 
 _score_rows_par = numba.njit(cache=True, parallel=True)(_score_rows_py)
@@ -373,24 +373,32 @@ def score_entities(
     codes: np.ndarray,
     coef: np.ndarray | sp.csr_matrix,
     intercept: np.ndarray,
+    *,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Score rows: ``intercept[e] + x_i . coef[e]`` for row ``i`` of entity ``e = codes[i]``.
 
     A compiled gather and segment dot product over a CSR design or a dense block (any
     memory order). Rows whose code is negative (entity unseen in training, or without a
-    model) score 0.
+    model) score 0. With ``rows`` (a permutation), row ``i``'s score is written at
+    ``rows[i]`` of the result (a design sorted by entity scored back into table order).
     """
     arrays = design_arrays(X)
-    out = np.empty(X.shape[0])
+    out = np.empty(X.shape[0]) if rows is None else empty_touched(X.shape[0])
     threaded = _threaded(X.shape[0])
     codes = np.ascontiguousarray(codes, dtype=np.int64)
+    scatter = rows is not None
+    rows = _NO_INDEX if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
+    if scatter and len(rows) != len(codes):
+        raise ValueError("rows must have one entry per design row")
     if sp.issparse(coef):
         coef = coef.tocsr()
         coef.sort_indices()
         kernel = _score_sparse_par if threaded else _score_sparse_ser
         kernel(*arrays, codes, coef.indptr.astype(np.int64),
-               coef.indices.astype(np.int64), coef.data, intercept, out)  # fmt: skip
+               coef.indices.astype(np.int64), coef.data, intercept, rows, scatter,
+               out)  # fmt: skip
     else:
         kernel = _score_rows_par if threaded else _score_rows_ser
-        kernel(*arrays, codes, coef, intercept, out)
+        kernel(*arrays, codes, coef, intercept, rows, scatter, out)
     return out
