@@ -34,6 +34,7 @@ from gdmix.config import CoordinateConfig, DataConfig
 from gdmix.data.column_kinds import check_column_kinds
 from gdmix.data.io import TableLike, read_table
 from gdmix.data.roles import extract_roles
+from gdmix.data.scan import DEFAULT_BATCH_ROWS, ParquetBatches, parquet_batches
 from gdmix.effects.base import Coordinate
 from gdmix.effects.fixed_linear import FixedLinearEffect
 from gdmix.effects.random_effect import RandomEffect
@@ -180,8 +181,13 @@ class GDMixModel:
         check_column_kinds(self.column_kinds, frame, where, numeric=numeric)
 
     def _score_frame(
-        self, frame: pd.DataFrame, where: str
+        self, frame: pd.DataFrame, where: str, *, warn: bool = True
     ) -> tuple[pd.DataFrame, dict[str, float]]:
+        """Scores of one table (or batch) and each random effect's coverage of it.
+
+        Designs go through the coordinates' own encoding (dense blocks read in place
+        for numeric shards, CSR otherwise); each design is dropped once scored.
+        """
         roles = extract_roles(
             frame, self.data, where, need_label=False, need_weight=False, need_uid=False
         )
@@ -197,13 +203,53 @@ class GDMixModel:
             total += s
             if isinstance(c, RandomEffect):
                 coverage[c.name] = c.coverage(design)
-                _warn_coverage(c, coverage[c.name], where)
+                if warn:
+                    _warn_coverage(c, coverage[c.name], where)
+            del design
         if self.data.offset is not None:
             out["offset"] = roles.offset
         out["total"] = total
         return pd.DataFrame(out), coverage
 
-    def score(self, data: TableLike, *, where: str = "scoring data") -> pd.DataFrame:
+    def _score_batches(self, batches: ParquetBatches, where: str) -> pd.DataFrame:
+        """Scores of a Parquet table read a batch at a time, assembled in preallocated
+        columns; coverage warnings once, over the whole table."""
+        columns: dict[str, Any] = {}
+        uid_parts: list[pd.Series] = []
+        covered: dict[str, float] = {}
+        done = 0
+        for frame in batches:
+            self.check_columns(frame, where)
+            part, coverage = self._score_frame(frame, where, warn=False)
+            rows = len(part)
+            for name in part.columns:
+                if name == self.data.uid:
+                    uid_parts.append(part[name])
+                    continue
+                if name not in columns:
+                    columns[name] = np.empty(batches.n_rows)
+                columns[name][done : done + rows] = part[name].to_numpy()
+            for name, share in coverage.items():
+                covered[name] = covered.get(name, 0.0) + share * rows
+            done += rows
+        if done != batches.n_rows:
+            raise DataError(f"{batches.path}: read {done} rows, its metadata says {batches.n_rows}")
+        for c in self.coordinates:
+            if isinstance(c, RandomEffect) and c.name in covered:
+                _warn_coverage(c, covered[c.name] / max(done, 1), where)
+        out: dict[str, Any] = {}
+        if uid_parts:
+            out[self.data.uid] = pd.concat(uid_parts, ignore_index=True)
+        out.update(columns)
+        return pd.DataFrame(out)
+
+    def score(
+        self,
+        data: TableLike,
+        *,
+        where: str = "scoring data",
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+    ) -> pd.DataFrame:
         """Per-coordinate scores and their total (the logit) for every row.
 
         Parameters
@@ -211,9 +257,13 @@ class GDMixModel:
         data : DataFrame or path
             Table with the columns the coordinates read and (if configured) the offset
             column. Label, weight and uid columns are not needed; the uid is copied to
-            the output when present.
+            the output when present. A Parquet file or folder is read and scored about
+            ``batch_rows`` rows at a time, so it may be larger than memory (only the
+            scores are kept).
         where : str
             Name of the table in messages.
+        batch_rows : int
+            Rows per batch when reading Parquet.
 
         Returns
         -------
@@ -225,6 +275,10 @@ class GDMixModel:
             did in training (ids of another type, another column...).
         """
         uid = [self.data.uid] if self.data.uid is not None else []
+        columns = list(dict.fromkeys([*self.input_columns(), *uid]))
+        batches = parquet_batches(data, columns, optional=uid, batch_rows=batch_rows)
+        if batches is not None:  # Parquet: a batch in memory at a time
+            return self._score_batches(batches, where)
         frame = self._read(data, uid, optional=uid, where=where)
         return self._score_frame(frame, where)[0]
 
