@@ -136,6 +136,7 @@ class InputSpec:
         }
 
 
+_PLAIN_NUMBERS = frozenset({float, int})
 _KIND_NAMES = {"string": "a string", "number": "a number", "bool": "a boolean"}
 
 
@@ -249,8 +250,37 @@ class Request:
         hit = self._cache.get(key)
         if hit is None:
             values, names = self.values(column, "a numeric feature")
-            hit = np.array([_float(v, self._where(column, names, i)) for i, v in enumerate(values)],
-                           dtype=np.float64)  # fmt: skip
+            if names is not None:  # one value from the context
+                hit = np.full(self.n, _float(values[0], names[0]))
+            else:
+                hit = None
+                if set(map(type, values)) <= _PLAIN_NUMBERS:
+                    try:
+                        hit = np.array(values, dtype=np.float64)
+                    except OverflowError:
+                        hit = None
+                    if hit is not None and not np.isfinite(hit).all():
+                        hit = None
+                if hit is None:  # the slow path finds and names the bad value
+                    hit = np.array([_float(v, f"rows[{i}].{column}") for i, v in enumerate(values)],
+                                   dtype=np.float64)  # fmt: skip
+            self._cache[key] = hit
+        return hit
+
+    def numeric_block(self, columns: tuple[str, ...]) -> np.ndarray:
+        """Numeric columns side by side, a C-ordered ``(n, len(columns))`` float64 block
+        (cached: coordinates reading the same columns share it; do not write to it)."""
+        key = (columns, "block")
+        hit = self._cache.get(key)
+        if hit is None:
+            if not columns:
+                hit = np.zeros((self.n, 0))
+            elif len(columns) == 1:
+                hit = self.numeric(columns[0]).reshape(-1, 1)
+            else:
+                hit = np.empty((self.n, len(columns)))
+                for j, column in enumerate(columns):
+                    hit[:, j] = self.numeric(column)
             self._cache[key] = hit
         return hit
 

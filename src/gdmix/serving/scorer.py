@@ -113,7 +113,7 @@ class ShardEncoder:
 
     def __init__(self, features: FeatureIndex, kinds: dict[str, str]) -> None:
         self.features = features
-        self.numeric = list(features.numeric)
+        self.numeric = tuple(features.numeric)
         start = len(self.numeric)
         self.categorical: list[tuple[str, dict[str, int], str | None]] = []
         for col, levels in features.categorical.items():
@@ -129,21 +129,21 @@ class ShardEncoder:
 
     def numeric_block(self, request: Request) -> np.ndarray:
         """The numeric columns as a C-ordered ``(n, n_numeric)`` float64 block."""
-        if not self.numeric:
-            return np.zeros((request.n, 0))
-        if len(self.numeric) == 1:
-            return request.numeric(self.numeric[0]).reshape(-1, 1)
-        return np.ascontiguousarray(np.column_stack([request.numeric(c) for c in self.numeric]))
+        return request.numeric_block(self.numeric)
 
     def category_columns(self, request: Request) -> np.ndarray:
         """Design column of every row's level, per categorical column, ``(n, n_cat)``
         int64; -1 for null or a level not seen in training."""
         out = np.full((request.n, len(self.categorical)), -1, dtype=np.int64)
         for c, (col, table, kind) in enumerate(self.categorical):
+            memo: dict[Any, int] = {}
             for i, value in enumerate(request.levels(col, kind)):
-                level = level_string(value)
-                if level is not None:
-                    out[i, c] = table.get(level, -1)
+                if value is None:
+                    continue
+                code = memo.get(value)
+                if code is None:
+                    code = memo[value] = table.get(level_string(value), -1)  # type: ignore[arg-type]
+                out[i, c] = code
         return out
 
     def bag_entries(
@@ -252,9 +252,13 @@ class RandomScorer:
         """Table row of every request row's entity (-1: unseen)."""
         kind = self.table.entities.kind
         keys, ok = [], np.empty(request.n, dtype=np.bool_)
+        memo: dict[Any, tuple[Any, bool]] = {}  # equal JSON values have one canonical key
         for i, value in enumerate(request.entity_ids(self.entity)):
-            key, ok[i] = canonical_id(value, kind)
-            keys.append(key)
+            canonical = memo.get(value)
+            if canonical is None:
+                canonical = memo[value] = canonical_id(value, kind)
+            keys.append(canonical[0])
+            ok[i] = canonical[1]
         return self.table.entities.rows(keys, ok)
 
     def score(self, request: Request) -> np.ndarray:
