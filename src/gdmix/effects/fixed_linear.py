@@ -8,6 +8,7 @@ passes on the design (``training.n_threads`` threads).
 from __future__ import annotations
 
 import logging
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import scipy.sparse as sp
 from gdmix.config import FixedEffectConfig
 from gdmix.data.features import FeatureIndex
 from gdmix.effects.base import Coordinate, Validation
+from gdmix.solvers import fixed_kernels as fk
 from gdmix.solvers.lbfgs import InMemoryLogistic, LogisticResult, minimize_logistic
 
 __all__ = ["FixedLinearEffect", "fit_diagnostics"]
@@ -50,6 +52,9 @@ class FixedLinearEffect(Coordinate):
         self.n_threads: int | None = None
         #: The last solution found for each ``l2`` (warm starts of an ``l2`` search).
         self._solutions: dict[float, tuple[np.ndarray, float]] = {}
+        #: The training design (a weak reference) and its transpose, kept across fits
+        #: while the design lives.
+        self._prepared: dict[str, Any] = {}
 
     def build(self, frame: pd.DataFrame, base: FixedLinearEffect | None = None) -> None:
         """Build the feature index map from the training table.
@@ -94,7 +99,7 @@ class FixedLinearEffect(Coordinate):
             numba.set_num_threads(min(self.n_threads, numba.config.NUMBA_NUM_THREADS))
         try:
             res = minimize_logistic(
-                InMemoryLogistic(design, y, weight, offset),
+                InMemoryLogistic(self._prepare(design), y, weight, offset),
                 l2=l2,
                 fit_intercept=self.config.intercept,
                 coef0=coef0,
@@ -108,6 +113,23 @@ class FixedLinearEffect(Coordinate):
             numba.set_num_threads(previous)
         self.set_solution(l2, res.coef, res.intercept)
         return fit_diagnostics(self.name, res, l2)
+
+    def _prepare(self, design: Any) -> fk.Design:
+        """The design ready for the compiled sums; a CSR design's transpose is built once
+        and kept as long as the design itself lives (no copy outlives training)."""
+        cache = self._prepared
+        ref = cache.get("design")
+        if ref is not None and ref() is design:
+            return fk.Design(design, transpose=cache["transpose"])
+        prepared = fk.prepare(design)
+        cache.clear()
+        if prepared.X is design and prepared.Xt is not None:
+            try:
+                cache["design"] = weakref.ref(design, lambda _ref, c=cache: c.clear())
+                cache["transpose"] = prepared.Xt
+            except TypeError:  # an object without weak references: nothing kept
+                cache.clear()
+        return prepared
 
     def start_point(self, l2: float) -> tuple[np.ndarray, float]:
         """Where a fit with penalty ``l2`` starts: the last solution found for that

@@ -96,7 +96,7 @@ def _build_index(part: dict[str, Any], spec: Any, where: str) -> FeatureIndex:
 
 
 def _fe_design(part: dict[str, Any], features: FeatureIndex, where: str) -> dict[str, Any]:
-    X = fk.as_design(features.transform(part["frame"], where))
+    X = fk.prepare(features.transform(part["frame"], where))
     return {"X": X, "y": part["y"], "w": part["w"]}
 
 
@@ -190,7 +190,7 @@ class _DaskLogistic:
 
 
 def _fe_score(design: dict[str, Any], coef: np.ndarray, intercept: float) -> np.ndarray:
-    return np.asarray(design["X"] @ coef, dtype=np.float64) + intercept
+    return np.asarray(design["X"].X @ coef, dtype=np.float64) + intercept
 
 
 def _offsets(base: np.ndarray, skip: int, *scores: np.ndarray) -> np.ndarray:
@@ -335,6 +335,11 @@ class _DaskTrainer:
                 raise ConfigError(
                     f"coordinate '{cc.name}': engine 'dask' takes one l2 value; "
                     "search l2 with the local engine on a sample"
+                )
+            if "auto" in cc.search_grid()[0].values() and not cc.locked:
+                raise ConfigError(
+                    f"coordinate '{cc.name}': 'l2: auto' runs on the local engine; give the "
+                    "dask engine the estimate of a local run (the coordinate's params)"
                 )
         self.parts = self._load(train)
         self.sizes = client.gather([client.submit(_size, p) for p in self.parts])

@@ -12,14 +12,23 @@ logistic loss ``l(y, z) = log(1 + exp(z)) - y z``:
 - :func:`hessian`: ``X^T D X``, ``X^T d`` and ``sum d`` (a small number of columns only);
 - :func:`column_moments`: ``sum s``, ``X^T s`` and ``(X * X)^T s``.
 
-Each is one pass over the design, run in parallel threads (numba ``prange``) over a fixed
-number of row chunks, each chunk with its own accumulator, added up in chunk order. The
-chunking depends only on the shape of the data, never on the number of threads, so the
-sums (and the solutions built on them) are the same whatever ``training.n_threads`` is.
+All run in parallel threads (numba ``prange``). A :class:`Design` holds the matrix and
+what the kernels need next to it:
 
-Designs are CSR matrices (any index type) or dense arrays (float64 or float32, C or
-Fortran order; dense blocks are walked in cache-sized row blocks so that either order
-reads memory sequentially).
+- **CSR**: the rows give the margins. Sums over rows (``X^T u``) of a wide design (at
+  least :data:`TRANSPOSE_MIN_FEATURES` columns: text, ids) are read from a CSR copy of
+  ``X^T`` (built once per design, one extra copy of the block), so every output entry is
+  a dot product computed by one thread: no per-thread accumulators, which a wide design
+  could not afford, and no write conflicts; work is split into chunks of equal numbers
+  of non-zeros. A narrower design adds its rows into per-chunk accumulators of ``p``
+  floats, which stay in cache, and needs no copy.
+- **dense** (float64 or float32, C or Fortran order): one pass per sum, row by row (C) or
+  column by column over cache-sized blocks of rows (Fortran), each chunk of rows with its
+  own accumulator of ``p`` floats.
+
+Scalar sums (the loss, ``sum g``) are added per chunk of rows, and the chunks depend only
+on the data, never on the number of threads: the sums, and the solutions built on them,
+are the same whatever ``training.n_threads`` is.
 """
 
 from __future__ import annotations
@@ -34,35 +43,32 @@ from numba import prange
 
 __all__ = [
     "Design",
-    "as_design",
-    "chunk_bounds",
     "column_moments",
     "hess_vec",
     "hessian",
     "hessian_work",
+    "prepare",
     "value_grad",
 ]
-
-#: A design the kernels accept: CSR, or a dense 2-d float array.
-Design = sp.csr_matrix | sp.csr_array | np.ndarray
 
 #: Rows per block when walking a dense design column by column (Fortran order).
 _BLOCK = 256
 #: Upper bound on ``chunks * columns`` of the per-chunk accumulators (floats).
 _ACC_BUDGET = 1 << 24
+#: Fixed number of row chunks of a CSR design (fewer for small designs).
+_ROW_CHUNKS = 64
+#: CSR designs with at least this many columns keep a CSR copy of their transpose for
+#: the column sums; narrower ones add rows into per-chunk accumulators (in cache).
+TRANSPOSE_MIN_FEATURES = 4096
 
 
-def as_design(X: Any) -> Design:
-    """``X`` in a form the kernels take: CSR with sorted indices, or a dense float array.
-
-    Other sparse formats are converted to CSR; integer or boolean dense arrays to float64.
-    Dense float64/float32 arrays and CSR matrices are used as they are (no copy).
-    """
+def _as_matrix(X: Any) -> sp.csr_matrix | np.ndarray:
     if sp.issparse(X):
-        if X.format != "csr":
-            X = X.tocsr()
-        if X.dtype != np.float64:
+        X = X.tocsr() if X.format != "csr" else X
+        if X.dtype not in (np.float64, np.float32):
             X = X.astype(np.float64)
+        if not X.has_sorted_indices:
+            X = X.sorted_indices()
         return X
     X = np.asarray(X)
     if X.ndim != 2:
@@ -74,23 +80,73 @@ def as_design(X: Any) -> Design:
     return X
 
 
-def chunk_bounds(n_rows: int, n_cols: int, nnz: int) -> np.ndarray:
-    """Row boundaries of the chunks summed in parallel: a function of the shape only.
+def _balanced(indptr: np.ndarray, k: int) -> np.ndarray:
+    """Boundaries of ``k`` runs of rows with about equal numbers of non-zeros."""
+    targets = np.linspace(0, indptr[-1], k + 1)
+    bounds = np.searchsorted(indptr, targets, side="left").astype(np.int64)
+    bounds[0], bounds[-1] = 0, len(indptr) - 1
+    return np.maximum.accumulate(bounds)
 
-    About one chunk per 8,192 rows, at most 32, and few enough that the accumulators
-    (``chunks * n_cols`` floats) stay small next to the data and the memory budget.
+
+class Design:
+    """A design ready for the compiled sums.
+
+    Parameters
+    ----------
+    X : ndarray or sparse matrix, shape (n, p)
+        CSR (float64 or float32 values, any index type) and dense float64/float32 arrays
+        are used without a copy; other sparse formats become CSR, other dtypes float64.
+    transpose : CSR matrix, optional
+        ``X^T`` in CSR form, when already built (by an earlier :class:`Design` of ``X``).
+
+    Attributes
+    ----------
+    X : CSR matrix or ndarray
+        The design.
+    Xt : CSR matrix or None
+        ``X^T`` in CSR form: sparse designs of at least :data:`TRANSPOSE_MIN_FEATURES`
+        columns only.
     """
-    by_rows = n_rows // 8192
-    by_width = nnz // max(4 * n_cols, 1)
-    by_memory = _ACC_BUDGET // max(n_cols, 1)
-    k = int(max(1, min(32, by_rows, by_width, by_memory)))
-    return np.linspace(0, n_rows, k + 1).round().astype(np.int64)
+
+    def __init__(self, X: Any, transpose: sp.csr_matrix | None = None) -> None:
+        self.X = _as_matrix(X)
+        self.shape: tuple[int, int] = self.X.shape
+        n, p = self.shape
+        self.sparse = sp.issparse(self.X)
+        self.Xt: sp.csr_matrix | None = None
+        if self.sparse:
+            if transpose is None and p >= TRANSPOSE_MIN_FEATURES:
+                transpose = sp.csr_matrix(self.X.T)
+                transpose.sort_indices()
+            self.Xt = transpose
+            k = max(1, min(_ROW_CHUNKS, n // 2048))
+            self.row_bounds = _balanced(self.X.indptr, k)
+        else:
+            by_rows = n // 8192
+            by_memory = _ACC_BUDGET // max(p, 1)
+            k = int(max(1, min(32, by_rows, by_memory)))
+            self.row_bounds = np.linspace(0, n, k + 1).round().astype(np.int64)
+
+    @property
+    def n_features(self) -> int:
+        """Number of columns."""
+        return self.shape[1]
+
+    def col_bounds(self) -> np.ndarray:
+        """Chunks of columns with equal non-zeros, a few per thread (CSR only)."""
+        assert self.Xt is not None
+        k = min(self.shape[1], 4 * numba.get_num_threads()) or 1
+        return _balanced(self.Xt.indptr, k)
 
 
-def _bounds(X: Design) -> np.ndarray:
-    n, p = X.shape
-    nnz = X.nnz if sp.issparse(X) else n * p
-    return chunk_bounds(n, p, nnz)
+def prepare(X: Any) -> Design:
+    """``X`` as a :class:`Design` (returned as it is when it already is one)."""
+    return X if isinstance(X, Design) else Design(X)
+
+
+#: Reassociation lets the compiler vectorise the row dot products; no approximations of
+#: functions and no assumptions about NaN or infinity.
+_FAST = {"reassoc", "contract", "nsz", "arcp"}
 
 
 # -- the pointwise loss ----------------------------------------------------------------
@@ -110,88 +166,142 @@ def _pointwise(y: float, z: float) -> tuple[float, float, float]:
     return loss, sig - y, e / ((1.0 + e) * (1.0 + e))
 
 
-# -- CSR kernels -----------------------------------------------------------------------
+# -- CSR kernels: rows of X for the margins, rows of X^T (columns) for the sums -------
+#
+# Indices are read as unsigned integers: numba then skips its negative-index wraparound
+# test on every access, which (with reassociation) lets the dot products vectorise.
+
+_U = numba.uint64
 
 
-@numba.njit(parallel=True, cache=True)
-def _csr_value_grad(indptr, indices, data, y, s, o, w, b, bounds, acc, sums, d, diag, accd):
+@numba.njit(parallel=True, cache=True, fastmath=_FAST)
+def _csr_rows_loss(indptr, indices, data, y, s, o, w, b, bounds, sums, g, d):
+    """Margins, loss and derivatives row by row; the loss sums per chunk."""
     for c in prange(len(bounds) - 1):
-        a = acc[c]
-        ad = accd[c]
         loss = 0.0
         gsum = 0.0
         for i in range(bounds[c], bounds[c + 1]):
             z = b + o[i]
-            for k in range(indptr[i], indptr[i + 1]):
-                z += data[k] * w[indices[k]]
+            for k in range(_U(indptr[i]), _U(indptr[i + 1])):
+                z += data[k] * w[_U(indices[k])]
             li, gi, hi = _pointwise(y[i], z)
             si = s[i]
             loss += si * li
-            g = si * gi
-            gsum += g
-            di = si * hi
-            d[i] = di
-            for k in range(indptr[i], indptr[i + 1]):
-                a[indices[k]] += data[k] * g
-            if diag:
-                for k in range(indptr[i], indptr[i + 1]):
-                    x = data[k] * di
-                    ad[0, indices[k]] += x
-                    ad[1, indices[k]] += x * data[k]
+            gi *= si
+            gsum += gi
+            g[i] = gi
+            d[i] = si * hi
         sums[c, 0] = loss
         sums[c, 1] = gsum
 
 
-@numba.njit(parallel=True, cache=True)
-def _csr_hess_vec(indptr, indices, data, d, v, vb, bounds, acc, sums):
+@numba.njit(parallel=True, cache=True, fastmath=_FAST)
+def _csr_rows_dot(indptr, indices, data, d, v, vb, bounds, sums, t):
+    """``t_i = d_i (x_i . v + vb)`` row by row; its sum per chunk."""
     for c in prange(len(bounds) - 1):
-        a = acc[c]
         total = 0.0
         for i in range(bounds[c], bounds[c + 1]):
-            t = vb
-            for k in range(indptr[i], indptr[i + 1]):
-                t += data[k] * v[indices[k]]
-            t *= d[i]
-            total += t
-            for k in range(indptr[i], indptr[i + 1]):
-                a[indices[k]] += data[k] * t
+            u = vb
+            for k in range(_U(indptr[i]), _U(indptr[i + 1])):
+                u += data[k] * v[_U(indices[k])]
+            u *= d[i]
+            total += u
+            t[i] = u
         sums[c, 0] = total
 
 
-@numba.njit(parallel=True, cache=True)
-def _csr_moments(indptr, indices, data, s, bounds, acc, acc2):
+@numba.njit(parallel=True, cache=True, fastmath=_FAST)
+def _csr_cols(indptr, indices, data, u, bounds, out):
+    """``out_j = sum_i x_ij u_i`` over the rows of ``X^T``: each entry by one thread."""
+    for c in prange(len(bounds) - 1):
+        for j in range(bounds[c], bounds[c + 1]):
+            acc = 0.0
+            for k in range(_U(indptr[j]), _U(indptr[j + 1])):
+                acc += data[k] * u[_U(indices[k])]
+            out[j] = acc
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FAST)
+def _csr_cols2(indptr, indices, data, u, bounds, out, out2):
+    """``sum_i x_ij u_i`` and ``sum_i x_ij^2 u_i`` over the rows of ``X^T``."""
+    for c in prange(len(bounds) - 1):
+        for j in range(bounds[c], bounds[c + 1]):
+            acc = 0.0
+            acc2 = 0.0
+            for k in range(_U(indptr[j]), _U(indptr[j + 1])):
+                x = data[k] * u[_U(indices[k])]
+                acc += x
+                acc2 += x * data[k]
+            out[j] = acc
+            out2[j] = acc2
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FAST)
+def _csr_scatter(indptr, indices, data, u, bounds, acc):
+    """``acc[c, j] += x_ij u_i`` over the rows of chunk ``c`` (narrow designs)."""
+    for c in prange(len(bounds) - 1):
+        a = acc[c]
+        for i in range(bounds[c], bounds[c + 1]):
+            ui = u[i]
+            for k in range(_U(indptr[i]), _U(indptr[i + 1])):
+                a[_U(indices[k])] += data[k] * ui
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FAST)
+def _csr_scatter2(indptr, indices, data, u, bounds, acc, acc2):
+    """``acc[c, j] += x_ij u_i`` and ``acc2[c, j] += x_ij^2 u_i`` (narrow designs)."""
     for c in prange(len(bounds) - 1):
         a = acc[c]
         a2 = acc2[c]
         for i in range(bounds[c], bounds[c + 1]):
-            si = s[i]
-            for k in range(indptr[i], indptr[i + 1]):
-                x = data[k]
-                a[indices[k]] += x * si
-                a2[indices[k]] += x * x * si
+            ui = u[i]
+            for k in range(_U(indptr[i]), _U(indptr[i + 1])):
+                x = data[k] * ui
+                a[_U(indices[k])] += x
+                a2[_U(indices[k])] += x * data[k]
 
 
-@numba.njit(parallel=True, cache=True)
+def _column_sums(D: Design, u: np.ndarray) -> np.ndarray:
+    """``X^T u`` of a CSR design: from the transpose, or by chunk accumulators."""
+    M, Mt = D.X, D.Xt
+    if Mt is not None:
+        out = np.empty(D.shape[1])
+        _csr_cols(Mt.indptr, Mt.indices, Mt.data, u, D.col_bounds(), out)
+        return out
+    acc = _acc(len(D.row_bounds) - 1, D.shape[1])
+    _csr_scatter(M.indptr, M.indices, M.data, u, D.row_bounds, acc)
+    return acc.sum(axis=0)
+
+
+def _column_sums2(D: Design, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``X^T u`` and ``(X * X)^T u`` of a CSR design."""
+    M, Mt = D.X, D.Xt
+    p = D.shape[1]
+    if Mt is not None:
+        out, out2 = np.empty(p), np.empty(p)
+        _csr_cols2(Mt.indptr, Mt.indices, Mt.data, u, D.col_bounds(), out, out2)
+        return out, out2
+    acc, acc2 = _acc(len(D.row_bounds) - 1, p), _acc(len(D.row_bounds) - 1, p)
+    _csr_scatter2(M.indptr, M.indices, M.data, u, D.row_bounds, acc, acc2)
+    return acc.sum(axis=0), acc2.sum(axis=0)
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FAST)
 def _csr_hessian(indptr, indices, data, d, bounds, acc, accv):
     for c in prange(len(bounds) - 1):
         a = acc[c]
         av = accv[c]
         for i in range(bounds[c], bounds[c + 1]):
             di = d[i]
-            for k in range(indptr[i], indptr[i + 1]):
+            for k in range(_U(indptr[i]), _U(indptr[i + 1])):
                 xk = data[k] * di
-                jk = indices[k]
+                jk = _U(indices[k])
                 av[jk] += xk
-                for m in range(indptr[i], indptr[i + 1]):
-                    a[jk, indices[m]] += xk * data[m]
+                for m in range(_U(indptr[i]), _U(indptr[i + 1])):
+                    a[jk, _U(indices[m])] += xk * data[m]
 
 
 # -- dense kernels ---------------------------------------------------------------------
-
-
-#: Reassociation lets the compiler vectorise the row dot products; no approximations of
-#: functions and no assumptions about NaN or infinity.
-_FAST = {"reassoc", "contract", "nsz", "arcp"}
 
 
 @numba.njit(parallel=True, cache=True, fastmath=_FAST)
@@ -380,7 +490,7 @@ def _acc(k: int, p: int) -> np.ndarray:
 
 
 def value_grad(
-    X: Design,
+    X: Design | Any,
     y: np.ndarray,
     s: np.ndarray,
     o: np.ndarray,
@@ -393,8 +503,8 @@ def value_grad(
 
     Parameters
     ----------
-    X : CSR matrix or dense array, shape (n, p)
-        Design, as returned by :func:`as_design`.
+    X : Design (or a matrix, prepared on the fly), shape (n, p)
+        The design.
     y, s, o : ndarray, shape (n,)
         Labels (0/1), row weights and offsets (float64, contiguous).
     w : ndarray, shape (p,)
@@ -402,7 +512,7 @@ def value_grad(
     b : float
         Intercept.
     diag : bool
-        Also sum ``X^T d`` and ``(X * X)^T d`` (the Hessian's diagonal), in the same pass.
+        Also sum ``X^T d`` and ``(X * X)^T d`` (the Hessian's diagonal).
 
     Returns
     -------
@@ -417,85 +527,101 @@ def value_grad(
     xd : ndarray, shape (2, p), or None
         ``X^T d`` and ``(X * X)^T d`` when ``diag``.
     """
-    n, p = X.shape
-    bounds = _bounds(X)
+    D = prepare(X)
+    n, p = D.shape
+    bounds = D.row_bounds
     k = len(bounds) - 1
-    acc = _acc(k, p)
-    accd = np.zeros((k, 2, p) if diag else (k, 2, 1))
     sums = np.zeros((k, 2))
     d = np.empty(n)
     w = np.ascontiguousarray(w, dtype=np.float64)
-    args = (w, float(b), bounds, acc, sums, d, diag, accd)
-    if sp.issparse(X):
-        _csr_value_grad(X.indptr, X.indices, X.data, y, s, o, *args)
-    elif X.flags.c_contiguous:
-        _rows_value_grad(X, y, s, o, *args)
+    xd = None
+    if D.sparse:
+        M = D.X
+        g = np.empty(n)
+        _csr_rows_loss(M.indptr, M.indices, M.data, y, s, o, w, float(b), bounds, sums, g, d)
+        xg = _column_sums(D, g)
+        if diag:
+            xd = np.stack(_column_sums2(D, d))
     else:
-        _dense_value_grad(X, y, s, o, *args)
-    xd = accd.sum(axis=0) if diag else None
-    return float(sums[:, 0].sum()), acc.sum(axis=0), float(sums[:, 1].sum()), d, xd
+        acc = _acc(k, p)
+        accd = np.zeros((k, 2, p) if diag else (k, 2, 1))
+        args = (w, float(b), bounds, acc, sums, d, diag, accd)
+        if D.X.flags.c_contiguous:
+            _rows_value_grad(D.X, y, s, o, *args)
+        else:
+            _dense_value_grad(D.X, y, s, o, *args)
+        xg = acc.sum(axis=0)
+        xd = accd.sum(axis=0) if diag else None
+    return float(sums[:, 0].sum()), xg, float(sums[:, 1].sum()), d, xd
 
 
-def hess_vec(X: Design, d: np.ndarray, v: np.ndarray, vb: float) -> tuple[np.ndarray, float]:
+def hess_vec(X: Design | Any, d: np.ndarray, v: np.ndarray, vb: float) -> tuple[np.ndarray, float]:
     """The loss's Hessian (curvatures ``d``) applied to the direction ``(v, vb)``.
 
     Returns ``X^T (d * (X v + vb))`` and ``sum d * (X v + vb)``.
     """
-    p = X.shape[1]
-    bounds = _bounds(X)
-    acc = _acc(len(bounds) - 1, p)
+    D = prepare(X)
+    n, p = D.shape
+    bounds = D.row_bounds
     sums = np.zeros((len(bounds) - 1, 1))
     v = np.ascontiguousarray(v, dtype=np.float64)
-    if sp.issparse(X):
-        _csr_hess_vec(X.indptr, X.indices, X.data, d, v, float(vb), bounds, acc, sums)
-    elif X.flags.c_contiguous:
-        _rows_hess_vec(X, d, v, float(vb), bounds, acc, sums)
+    if D.sparse:
+        M = D.X
+        t = np.empty(n)
+        _csr_rows_dot(M.indptr, M.indices, M.data, d, v, float(vb), bounds, sums, t)
+        return _column_sums(D, t), float(sums.sum())
+    acc = _acc(len(bounds) - 1, p)
+    if D.X.flags.c_contiguous:
+        _rows_hess_vec(D.X, d, v, float(vb), bounds, acc, sums)
     else:
-        _dense_hess_vec(X, d, v, float(vb), bounds, acc, sums)
+        _dense_hess_vec(D.X, d, v, float(vb), bounds, acc, sums)
     return acc.sum(axis=0), float(sums.sum())
 
 
-def hessian(X: Design, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def hessian(X: Design | Any, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """The loss's full Hessian pieces: ``X^T D X``, ``X^T d`` and ``sum d``.
 
-    For designs with few columns only (``p x p`` floats per chunk).
+    For designs with few columns only (``p x p`` floats per chunk of rows).
     """
-    n, p = X.shape
-    bounds = _bounds(X)
-    k = max(1, min(len(bounds) - 1, _ACC_BUDGET // max(p * p, 1)))
+    D = prepare(X)
+    n, p = D.shape
+    k = max(1, min(len(D.row_bounds) - 1, 32, _ACC_BUDGET // max(p * p, 1)))
     bounds = np.linspace(0, n, k + 1).round().astype(np.int64)
     acc = np.zeros((k, p, p))
     accv = np.zeros((k, p))
-    if sp.issparse(X):
-        _csr_hessian(X.indptr, X.indices, X.data, d, bounds, acc, accv)
+    if D.sparse:
+        M = D.X
+        _csr_hessian(M.indptr, M.indices, M.data, d, bounds, acc, accv)
         H = acc.sum(axis=0)
         return 0.5 * (H + H.T), accv.sum(axis=0), float(d.sum())
-    _dense_hessian(X, d, bounds, acc, accv)
+    _dense_hessian(D.X, d, bounds, acc, accv)
     H = np.triu(acc.sum(axis=0))
     return H + np.triu(H, 1).T, accv.sum(axis=0), float(d.sum())
 
 
-def hessian_work(X: Design) -> tuple[float, float]:
+def hessian_work(X: Design | Any) -> tuple[float, float]:
     """Work of one :func:`hessian` and of one :func:`value_grad`, in the same units.
 
     Measured: a CSR Hessian costs about 0.6 pass-units per pair of non-zeros in a row
     (divided by the row's non-zeros); the dense kernel about 0.25. Both numbers add up
     over row blocks, so a partitioned design sums them.
     """
-    n, p = X.shape
-    if sp.issparse(X):
-        counts = np.diff(X.indptr).astype(np.float64)
-        return float((counts * (counts + 1.0)).sum() / 2.0), X.nnz / 0.6
+    D = prepare(X)
+    n, p = D.shape
+    if D.sparse:
+        counts = np.diff(D.X.indptr).astype(np.float64)
+        return float((counts * (counts + 1.0)).sum() / 2.0), D.X.nnz / 0.6
     return n * p * (p + 1) / 2.0, 4.0 * n * p
 
 
-def column_moments(X: Design, s: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+def column_moments(X: Design | Any, s: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Weighted column sums ``(sum s, X^T s, (X * X)^T s)``; partitions' values add up."""
-    p = X.shape[1]
-    bounds = _bounds(X)
+    D = prepare(X)
+    p = D.shape[1]
+    if D.sparse:
+        xs, xxs = _column_sums2(D, s)
+        return float(s.sum()), xs, xxs
+    bounds = D.row_bounds
     acc, acc2 = _acc(len(bounds) - 1, p), _acc(len(bounds) - 1, p)
-    if sp.issparse(X):
-        _csr_moments(X.indptr, X.indices, X.data, s, bounds, acc, acc2)
-    else:
-        _dense_moments(X, s, bounds, acc, acc2)
+    _dense_moments(D.X, s, bounds, acc, acc2)
     return float(s.sum()), acc.sum(axis=0), acc2.sum(axis=0)

@@ -169,8 +169,10 @@ class InMemoryLogistic:
 
     Parameters
     ----------
-    X : ndarray or sparse matrix, shape (n, p)
-        Design (CSR or dense float64/float32 are used without a copy).
+    X : Design, ndarray or sparse matrix, shape (n, p)
+        Design (CSR or dense float64/float32 are used without a copy; a CSR design gets
+        a CSR copy of its transpose, see :class:`gdmix.solvers.fixed_kernels.Design`;
+        pass a prepared ``Design`` to reuse it across fits).
     y : ndarray, shape (n,)
         0/1 labels.
     sample_weight, offset : ndarray, shape (n,), optional
@@ -184,7 +186,7 @@ class InMemoryLogistic:
         sample_weight: np.ndarray | None = None,
         offset: np.ndarray | None = None,
     ) -> None:
-        self.X = fk.as_design(X)
+        self.X = fk.prepare(X)
         n, self.n_features = self.X.shape
         self.y = np.ascontiguousarray(y, dtype=np.float64)
         self.s = (
