@@ -77,7 +77,9 @@ def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module", params=["deep", "gbdt"])
 def served(request, tmp_path_factory):
     fixed = DEEP if request.param == "deep" else GBDT
-    config = parse_config({"data": {"uid": "uid"}, "coordinates": [fixed, RANDOM],
+    # "item" is a feature of the fixed effect and the entity of a random effect
+    per_item = {"name": "per_item", "type": "random", "entity": "item", "l2": 1.0}
+    config = parse_config({"data": {"uid": "uid"}, "coordinates": [fixed, RANDOM, per_item],
                            "training": {"n_passes": 1, "progress": False}})  # fmt: skip
     model = gdmix.fit(config, _frame(0, 1200))
     root = tmp_path_factory.mktemp(request.param) / "store"
@@ -93,10 +95,10 @@ def test_fixed_effect_scores_equal_batch_scoring(served):
     assert reply.status_code == 200, reply.text
     body = reply.json()
     reference = model.score(test)
-    for name in ("global", "per_user", "total"):
+    for name in ("global", "per_user", "per_item", "total"):
         got = body["scores"][name] if name != "total" else body["total"]
         np.testing.assert_allclose(got, reference[name], rtol=0, atol=1e-12)
-    assert body["scores"]["per_user"][3] == 0.0
+    assert body["scores"]["per_user"][3] == 0.0 and body["scores"]["per_item"][2] == 0.0
     assert client.get("/model").json()["coordinates"][0]["type"] == kind
 
 

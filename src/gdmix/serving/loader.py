@@ -147,15 +147,15 @@ class ServingModel:
         categorical and bag features null, texts empty, each entity id the first of its
         table, offset 0."""
         row: dict[str, Any] = {}
-        for col in self.inputs.numeric:
-            row[col] = 0.0
-        for col in [*self.inputs.categorical, *self.inputs.bags, *self.inputs.texts]:
-            row[col] = None
-        for scorer in self.scorers:
+        for scorer in self.scorers:  # ids first: an id column may be a feature too
             if isinstance(scorer, RandomScorer) and len(scorer.table.entities):
                 row.setdefault(scorer.entity, scorer.table.entities.id_at(0))
         for col in self.inputs.entities:
             row.setdefault(col, "")
+        for col in self.inputs.numeric:
+            row.setdefault(col, 0.0)
+        for col in [*self.inputs.categorical, *self.inputs.bags, *self.inputs.texts]:
+            row.setdefault(col, None)
         if self.inputs.offset is not None:
             row[self.inputs.offset] = 0.0
         return Request([row])
