@@ -96,12 +96,18 @@ class RandomEffectConfig(CoordinateBase):
     ----------
     entity : str
         Column holding the entity id (user id, item id...).
-    l2 : float or list of float
-        Prior precision of every per-entity coefficient.
+    l2 : float, list of float, or "auto"
+        Prior precision of every per-entity coefficient. ``auto`` estimates it from the
+        data (the inverse of the slopes' prior variance, by maximising the Laplace
+        approximation of the marginal likelihood; see
+        :mod:`gdmix.effects.prior_estimation`): no validation data or grid needed.
+    prior : {"shared", "per_feature"}
+        With ``l2: auto``: one prior variance for all slopes, or one per feature.
     intercept : bool
         Fit a per-entity intercept.
-    intercept_l2 : float, list of float, or None
-        Prior precision of the per-entity intercept. ``None`` (default) uses ``l2``:
+    intercept_l2 : float, list of float, "auto", or None
+        Prior precision of the per-entity intercept. ``None`` (default) uses ``l2``
+        (estimated on its own when ``l2`` is ``auto``):
         a random intercept is a random effect too, and an unpenalised one diverges
         for entities whose labels are all equal. Set 0 to leave it unpenalised. A list
         is searched jointly with ``l2``.
@@ -140,7 +146,9 @@ class RandomEffectConfig(CoordinateBase):
 
     type: Literal["random"] = "random"
     entity: str = Field(min_length=1)
-    intercept_l2: L2Value | list[L2Value] | None = None
+    l2: L2Value | list[L2Value] | Literal["auto"] = 1.0
+    intercept_l2: L2Value | list[L2Value] | Literal["auto"] | None = None
+    prior: Literal["shared", "per_feature"] = "shared"
     min_rows: int = Field(default=1, ge=1)
     max_rows: int | None = Field(default=None, ge=1)
     max_iter: int = Field(default=50, ge=1)
@@ -165,13 +173,35 @@ class RandomEffectConfig(CoordinateBase):
             )
         return self
 
-    @field_validator("intercept_l2", mode="before")
-    @classmethod
-    def _check_intercept_l2(cls, value: Any) -> Any:
-        return value if value is None else validate_penalty(value)
+    @model_validator(mode="after")
+    def _check_auto(self) -> RandomEffectConfig:
+        auto = self.l2 == "auto" or self.intercept_l2 == "auto"
+        if auto and (isinstance(self.l2, list) or isinstance(self.intercept_l2, list)):
+            raise ValueError(
+                f"coordinate '{self.name}': 'auto' estimates the prior from the data; it does "
+                "not combine with a list of values to search"
+            )
+        if self.prior == "per_feature" and self.l2 != "auto":
+            raise ValueError(f"coordinate '{self.name}': 'prior: per_feature' needs 'l2: auto'")
+        if auto and self.variance != "full":  # the estimate needs the posterior variances
+            object.__setattr__(self, "variance", "full")
+        return self
 
-    def search_grid(self) -> list[dict[str, float | None]]:
-        """Candidate ``(l2, intercept_l2)`` pairs, strongest penalties first."""
+    @field_validator("l2", "intercept_l2", mode="before")
+    @classmethod
+    def _check_random_l2(cls, value: Any) -> Any:
+        return value if value is None or value == "auto" else validate_penalty(value)
+
+    def estimates_prior(self) -> bool:
+        """Whether any prior variance is estimated (``auto``)."""
+        return self.l2 == "auto" or self.intercept_l2 == "auto"
+
+    def search_grid(self) -> list[dict[str, Any]]:
+        """Candidate ``(l2, intercept_l2)`` pairs, strongest penalties first (one entry
+        holding ``"auto"`` when the prior is estimated)."""
+        if self.estimates_prior():
+            icpt = "auto" if self.l2 == "auto" and self.intercept_l2 is None else self.intercept_l2
+            return [{"l2": self.l2, "intercept_l2": icpt}]
         icpt = [None] if self.intercept_l2 is None else sorted_grid(self.intercept_l2)
         return [{"l2": a, "intercept_l2": b} for a in sorted_grid(self.l2) for b in icpt]
 

@@ -26,6 +26,7 @@ from gdmix.data.column_kinds import check_column_kinds, column_kinds
 from gdmix.data.io import TableLike, read_table
 from gdmix.data.roles import RoleColumns, extract_roles
 from gdmix.effects.base import Coordinate, Validation
+from gdmix.effects.prior_estimation import fit_with_estimated_prior, others_log_det
 from gdmix.errors import ConfigError
 from gdmix.losses import logistic_loss
 from gdmix.metrics import BinaryEvaluator
@@ -208,14 +209,26 @@ class _Trainer:
         best: tuple[float, dict[str, Any], dict[str, np.ndarray], dict[str, Any]] | None = None
         for params in candidates:
             start = time.perf_counter()
-            diag = coord.fit(
-                self.train.designs[coord.name],
-                self.train.roles.y,
-                self.train.roles.weight,
-                offsets[self.train.name],
-                validation=validation,
-                **params,
-            )
+            if "auto" in params.values():  # the prior is estimated, not searched
+                t = self.train
+                others = others_log_det(
+                    self.coords, t.designs, t.roles.y, t.roles.weight, t.total(), t.scores,
+                    coord.name,
+                )  # fmt: skip
+                diag = fit_with_estimated_prior(
+                    coord, t.designs[coord.name], t.roles.y, t.roles.weight, offsets[t.name],
+                    params, others=others,
+                )  # fmt: skip
+                params = dict(coord.params)
+            else:
+                diag = coord.fit(
+                    self.train.designs[coord.name],
+                    self.train.roles.y,
+                    self.train.roles.weight,
+                    offsets[self.train.name],
+                    validation=validation,
+                    **params,
+                )
             seconds = time.perf_counter() - start
             new_scores = {t.name: coord.score(t.designs[coord.name]) for t in self._tables()}
             record: dict[str, Any] = {"pass": pass_no, "coordinate": coord.name, "params": params}
@@ -366,7 +379,7 @@ def _unpenalised(coord: Coordinate, params: dict[str, Any]) -> bool:
     values = [params.get("l2")]
     if coord.kind == "random" and coord.config.intercept:
         values.append(params.get("intercept_l2", params.get("l2")))
-    return any(v is not None and float(v) == 0.0 for v in values)
+    return any(v is not None and np.ndim(v) == 0 and float(v) == 0.0 for v in values)
 
 
 def _check_convergence(coord: Coordinate, record: dict[str, Any], scores: np.ndarray) -> None:

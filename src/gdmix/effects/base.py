@@ -145,6 +145,7 @@ class Coordinate(ABC):
     ) -> Coordinate:
         """Read a coordinate written by :meth:`save`."""
         coord = cls(config)
+        coord.params = dict(params)  # the fitted values (a config may say "auto")
         try:
             coord.features = FeatureIndex.from_dict(
                 json.loads((folder / "features.json").read_text())
@@ -154,6 +155,5 @@ class Coordinate(ABC):
             raise ModelDirectoryError(
                 f"coordinate folder {folder} is unreadable or incomplete: {err}"
             ) from None
-        coord.params = dict(params)
         coord.fitted = True
         return coord

@@ -108,6 +108,17 @@ class RandomEffect(Coordinate):
         self.entity_age = np.zeros(0, dtype=np.int64)
 
     @property
+    def l2(self) -> float:
+        """Prior precision of the slopes (their mean, with one per feature)."""
+        return float(np.mean(self.params["l2"]))
+
+    def l2_vector(self) -> np.ndarray:
+        """Prior precision of every slope, shape ``(d,)`` (estimated per feature, or the
+        one ``l2`` repeated)."""
+        return np.broadcast_to(np.asarray(self.params["l2"], dtype=np.float64),
+                               (self.coef.shape[1],)).copy()  # fmt: skip
+
+    @property
     def intercept_l2(self) -> float:
         """Prior precision of the intercepts (``l2`` unless set)."""
         c = self.params.get("intercept_l2")
@@ -185,6 +196,7 @@ class RandomEffect(Coordinate):
             if self.variance is not None and base.variance is not None:
                 self.variance = _place_rows(self.variance, pos, base.variance)
                 self.intercept_variance[pos] = base.intercept_variance
+            self.base_params = dict(base.params)
             if self.config.incremental:
                 if base.variance is None or base.intercept_variance is None:
                     raise ConfigError(
@@ -259,7 +271,7 @@ class RandomEffect(Coordinate):
         return float(known.mean())
 
     # -- fitting ------------------------------------------------------------
-    def _prior(self, l2: float, intercept_l2: float) -> EntityPrior | None:
+    def _prior(self, l2: float | np.ndarray, intercept_l2: float) -> EntityPrior | None:
         """Incremental training: the previous model as each known entity's prior."""
         base = self._prior_base
         if base is None:
@@ -282,12 +294,18 @@ class RandomEffect(Coordinate):
         weight: np.ndarray,
         offset: np.ndarray,
         *,
-        l2: float,
+        l2: float | np.ndarray,
         intercept_l2: float | None = None,
         validation: Validation | None = None,
     ) -> dict[str, Any]:
-        """Solve every trainable entity, warm-started from the current coefficients."""
+        """Solve every trainable entity, warm-started from the current coefficients.
+
+        ``l2`` is one prior precision for every slope, or one per feature (an array).
+        """
         assert design.perm is not None and design.starts is not None, "needs a training design"
+        per_feature = np.ndim(l2) == 1
+        if per_feature:
+            l2 = [float(v) for v in np.asarray(l2, dtype=np.float64)]
         self.params = {"l2": l2, "intercept_l2": intercept_l2}
         if design.order is not None:
             y, weight, offset = take(design.order, y, weight, offset)
@@ -296,7 +314,11 @@ class RandomEffect(Coordinate):
         weight = np.ascontiguousarray(weight, dtype=np.float64)
         offset = np.ascontiguousarray(offset, dtype=np.float64)
         entities = np.flatnonzero(self.trainable).astype(np.int64)
-        prior = self._prior(l2, self.intercept_l2)
+        prior = self._prior(self.l2_vector(), self.intercept_l2)
+        if prior is None and per_feature:
+            n, d = self.coef.shape
+            prior = EntityPrior(np.zeros((n, d)), np.broadcast_to(self.l2_vector(), (n, d)).copy(),
+                                np.zeros(n), np.full(n, self.intercept_l2))  # fmt: skip
         progress = None
         if self.progress_factory is not None:
             progress = self.progress_factory(total=len(entities), desc=f"{self.name} entities")
@@ -308,13 +330,15 @@ class RandomEffect(Coordinate):
                 stats = self._fit_cohorts(design, y, weight, offset, entities, prior, progress)
             else:
                 variances = None
-                if self.variance is not None and self.intercept_variance is not None:
+                skip = getattr(self, "skip_variance", False)  # a search that needs modes only
+                if not skip and self.variance is not None and self.intercept_variance is not None:
                     variances = (self.variance, self.intercept_variance)
                 result = solve_entities(
                     design.X, design.perm, design.starts, y, weight, offset, entities,
-                    self.coef, self.intercept, l2=l2, intercept_l2=self.intercept_l2,
+                    self.coef, self.intercept, l2=self.l2, intercept_l2=self.intercept_l2,
                     fit_intercept=self.config.intercept, prior=prior,
-                    variance=self.config.variance, variances=variances,
+                    variance="none" if variances is None else self.config.variance,
+                    variances=variances,
                     max_iter=self.config.max_iter, tol=self.config.tol, progress=progress,
                 )  # fmt: skip
                 if result.coef is not None:  # sparse storage: new matrices
@@ -383,8 +407,13 @@ class RandomEffect(Coordinate):
         for incremental training."""
         if not self.fitted:
             return 0.0
-        prior = self._prior(self.l2, self.intercept_l2)
+        prior = self._prior(self.l2_vector(), self.intercept_l2)
         b = self.intercept[self.has_model]
+        if prior is None and np.ndim(self.params["l2"]) == 1:  # per-feature precisions
+            dense = self.coef.toarray() if sp.issparse(self.coef) else self.coef
+            w_term = float((self.l2_vector() * dense[self.has_model] ** 2).sum())
+            b_term = self.intercept_l2 * float((b**2).sum()) if self.config.intercept else 0.0
+            return 0.5 * (w_term + b_term)
         if prior is None:
             coef = self.coef[self.has_model]
             sq = float(coef.multiply(coef).sum()) if sp.issparse(coef) else float((coef**2).sum())
@@ -443,7 +472,11 @@ class RandomEffect(Coordinate):
         return table.to_pandas()
 
     def _default_variance(self) -> float | None:
-        return None if self.variance is None else 1.0 / self.l2 if self.l2 > 0 else np.inf
+        if self.variance is None:
+            return None
+        if np.ndim(self.params["l2"]) == 1:  # one prior per feature: every variance stored
+            return float("nan")
+        return 1.0 / self.l2 if self.l2 > 0 else np.inf
 
     def _save_params(self, folder: Path) -> None:
         write_coefficients(self.arrays(), folder / "coefficients.parquet",

@@ -106,6 +106,11 @@ def fit_random_effect_streaming(
     grid = config.search_grid()
     if len(grid) > 1:
         raise ConfigError(f"coordinate '{config.name}': streaming takes one l2 value, not a grid")
+    if "auto" in grid[0].values():
+        raise ConfigError(
+            f"coordinate '{config.name}': 'l2: auto' runs in memory; give streaming the "
+            "estimate of an in-memory run on a sample"
+        )
     if config.init_model is not None or config.locked:
         raise ConfigError(
             f"coordinate '{config.name}': init_model/locked are not supported when streaming"

@@ -38,8 +38,10 @@ __all__ = [
     "DEEP_EXAMPLES",
     "EXAMPLE_STAGES",
     "ExampleResult",
+    "auto_example_config",
     "deep_example_config",
     "example_config",
+    "run_auto_example",
     "run_deep_example",
     "run_example",
 ]
@@ -120,6 +122,31 @@ def run_example(
     ``tables`` (train, validation, test) skips loading and splitting the data.
     """
     config = example_config(tuned, n_threads=n_threads)
+    return _train_and_test(config, tables, seed, data_dir, callbacks)
+
+
+def auto_example_config(*, n_threads: int | None = None, progress: bool = False) -> GDMixConfig:
+    """The example with both random effects' priors estimated from the data (``l2:
+    auto``) instead of searched: the fixed effect keeps ``l2 = 1``, up to 4 passes with
+    early stopping on validation."""
+    raw = _example_raw(False, n_threads, progress)
+    for c in raw["coordinates"]:
+        if c["type"] == "random":
+            c.update(l2="auto")
+    raw["training"]["n_passes"] = 4
+    return parse_config(raw, where="movielens example (auto)")
+
+
+def run_auto_example(
+    *,
+    seed: int = 0,
+    data_dir: str | None = None,
+    n_threads: int | None = None,
+    callbacks: list[Callback] | None = None,
+    tables: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None = None,
+) -> ExampleResult:
+    """:func:`run_example` with :func:`auto_example_config`."""
+    config = auto_example_config(n_threads=n_threads)
     return _train_and_test(config, tables, seed, data_dir, callbacks)
 
 
