@@ -9,17 +9,24 @@ The trust-region method follows the published algorithm of Lin and Moré (1999) 
 Lin, Weng and Keerthi (2008), "Trust region Newton method for large-scale logistic
 regression": each step minimises the quadratic model inside a ball with conjugate
 gradients (Steihaug's truncation at the ball's surface or along negative curvature), and
-the ball grows or shrinks with the ratio of the actual to the predicted decrease.
+the ball grows or shrinks with the ratio of the actual to the predicted decrease. The
+conjugate gradients are preconditioned by the Hessian's diagonal, the ball measured in
+the matching norm (diagonal preconditioning of truncated Newton methods for linear
+classification is studied by Hsia, Chiang and Lin, 2018).
+The first step is a full Newton step (no ball): from a warm start it is usually the
+right one, and its length sets the first radius.
 
 Stopping rules, shared by both methods (the reason is returned as ``stop``):
 
 - ``"tol"``: the largest absolute gradient entry is at most ``tol``;
 - ``"objective_tol"``: a full Newton step (interior, its linear system solved to the
-  forcing tolerance) predicts a decrease of at most ``objective_tol * |f|``. Near the
-  optimum that predicted decrease is the distance to the optimal value (to second order),
-  so this is a test on the relative objective gap itself, not on the last step's progress;
+  forcing tolerance) predicts a decrease of at most ``objective_tol * |f|`` (or of at
+  most a few units of rounding of ``f``). Near the optimum that predicted decrease is the
+  distance to the optimal value (to second order), so this is a test on the relative
+  objective gap itself, not on the last step's progress;
 - ``"max_iter"``: the iteration limit;
-- ``"no_progress"``: no step decreases ``f`` any more (the decrease is below rounding).
+- ``"no_progress"``: no step decreases ``f`` (the trust region collapsed, or a line
+  search found no decrease along a descent direction).
 """
 
 from __future__ import annotations
@@ -31,7 +38,14 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.linalg
 
-__all__ = ["MinimizeResult", "SmoothProblem", "newton", "trust_region_newton"]
+__all__ = [
+    "MinimizeResult",
+    "SmoothProblem",
+    "newton",
+    "newton_direction",
+    "steihaug_cg",
+    "trust_region_newton",
+]
 
 # Trust-region parameters of Lin and Moré: acceptance and update thresholds, radius factors.
 _ETA0, _ETA1, _ETA2 = 1e-4, 0.25, 0.75
