@@ -93,7 +93,7 @@ def test_dense_block_solves_like_csr(threaded, d, density, max_rows, variance, m
     np.testing.assert_array_equal(_dense(c[0]), _dense(e[0]))
 
 
-def test_random_effect_numeric_shard_trains_on_a_dense_sorted_block():
+def test_random_effect_numeric_shard_trains_on_the_table_block_in_place():
     X, codes, y, s, o, _, _ = _problem(7, 200, 6, 0.8)
     ids = np.array([f"u{c % 37}-{c}" for c in codes], dtype=object)  # string ids
     frame = pd.DataFrame({f"x{j}": X[:, j] for j in range(6)}).assign(user=ids)
@@ -102,15 +102,19 @@ def test_random_effect_numeric_shard_trains_on_a_dense_sorted_block():
     coord = RandomEffect(config)
     coord.build(frame)
     design = coord.design(frame, "t", training=True)
-    assert isinstance(design.X, np.ndarray) and design.X.flags.c_contiguous
-    np.testing.assert_array_equal(design.X, X[design.order])
-    assert np.array_equal(design.order, np.argsort(coord._codes(frame["user"]), kind="stable"))
+    assert isinstance(design.X, np.ndarray) and design.order is None
+    assert np.shares_memory(design.X, frame["x0"].to_numpy())  # no copy of the features
+    np.testing.assert_array_equal(design.X, X)
+    codes = coord._codes(frame["user"])
+    assert np.array_equal(design.perm, np.argsort(codes, kind="stable"))
+    assert np.array_equal(np.diff(design.starts), np.bincount(codes))
     coord.fit(design, y, s, o, l2=1.0)
-    # The same coordinate on the CSR form of the design, solved directly.
+    # The same coordinate on the CSR form of the design, rows sorted by entity.
+    order = np.argsort(codes, kind="stable")
     coef = np.zeros_like(coord.coef)
     icpt = np.zeros_like(coord.intercept)
-    solve_entities(sp.csr_matrix(design.X), design.perm, design.starts, y[design.order],
-                   s[design.order], o[design.order], np.arange(len(coef)), coef, icpt,
+    solve_entities(sp.csr_matrix(X[order]), np.arange(len(order)), design.starts, y[order],
+                   s[order], o[order], np.arange(len(coef)), coef, icpt,
                    l2=1.0, intercept_l2=1.0)  # fmt: skip
     np.testing.assert_array_equal(coord.coef, coef)
     np.testing.assert_array_equal(coord.intercept, icpt)

@@ -46,6 +46,8 @@ class _Table:
 
     Its labels and weights never change, so their class split is made once
     (:class:`gdmix.metrics.BinaryEvaluator`) and each evaluation sorts the scores only.
+    The total score and its metrics are kept until a score array is replaced (scores
+    are replaced, never changed in place).
     """
 
     name: str
@@ -56,15 +58,29 @@ class _Table:
     _current: tuple[list[tuple[str, np.ndarray]], dict[str, float]] | None = field(
         default=None, repr=False
     )
+    _total: tuple[list[tuple[str, np.ndarray]], np.ndarray] | None = field(default=None, repr=False)
 
     #: ``training.train_metrics: auto`` evaluates the training table after every
     #: coordinate update when it has at most this many rows.
     AUTO_METRICS_MAX_ROWS: ClassVar[int] = 1_000_000
 
+    def _unchanged(self, seen: list[tuple[str, np.ndarray]]) -> bool:
+        """Whether ``scores`` still holds exactly the arrays ``seen`` (none replaced)."""
+        current = self.scores
+        return len(seen) == len(current) and all(
+            name in current and current[name] is array for name, array in seen
+        )
+
     def total(self) -> np.ndarray:
+        """``offset`` plus every coordinate's scores: read-only, computed again only after a
+        score array is replaced."""
+        if self._total is not None and self._unchanged(self._total[0]):
+            return self._total[1]
         out = self.roles.offset.copy()
         for s in self.scores.values():
             out += s
+        out.flags.writeable = False
+        self._total = (list(self.scores.items()), out)  # holds the arrays: no reused ids
         return out
 
     def metrics(self, total: np.ndarray | None = None) -> dict[str, float]:
@@ -76,17 +92,12 @@ class _Table:
         assert self.roles.y is not None
         if self._evaluator is None:
             self._evaluator = BinaryEvaluator(self.roles.y, self.roles.weight)
-        current = list(self.scores.items())
-        if total is None and self._current is not None:
-            seen, values = self._current
-            if len(seen) == len(current) and all(
-                a[0] == b[0] and a[1] is b[1] for a, b in zip(seen, current, strict=True)
-            ):
-                return dict(values)
+        if total is None and self._current is not None and self._unchanged(self._current[0]):
+            return dict(self._current[1])
         t = self.total() if total is None else total
         values = {"auc": self._evaluator.auc(t), "log_loss": self._evaluator.log_loss(t)}
         if total is None:
-            self._current = (current, dict(values))  # holds the arrays: no reused ids
+            self._current = (list(self.scores.items()), dict(values))
         return values
 
     def metrics_each_update(self, setting: str) -> bool:

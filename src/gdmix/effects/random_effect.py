@@ -21,7 +21,13 @@ from gdmix.data.entity_keys import (
 )
 from gdmix.data.entity_keys import key_kind as infer_key_kind
 from gdmix.data.features import FeatureIndex
-from gdmix.data.layout import EntityLayout, counting_sort_positions, downsample_weights, take
+from gdmix.data.layout import (
+    EntityLayout,
+    counting_sort,
+    counting_sort_positions,
+    downsample_weights,
+    take,
+)
 from gdmix.data.schema import check_entity_column
 from gdmix.effects.base import Coordinate, Validation
 from gdmix.effects.random_table import (
@@ -47,8 +53,8 @@ class RandomEffectDesign:
     ----------
     X : ndarray or csr_matrix
         Columns of the coordinate's feature shard: a dense block when the shard is
-        numeric (a view of the table's memory where possible), else CSR. Rows in table
-        order, or sorted by entity for a training design (see ``order``).
+        numeric (a view of the table's memory where possible), in table order; else
+        CSR, sorted by entity for a training design (see ``order``).
     codes : ndarray of int64
         Entity code of every row in the model's entity index (-1: unseen).
     layout : EntityLayout or None
@@ -58,10 +64,10 @@ class RandomEffectDesign:
     weight_multiplier : ndarray or None
         Down-sampling re-weighting of every row (``None``: all 1).
     order : ndarray or None
-        Training designs are stored sorted by entity, so that each entity's rows are
-        contiguous in memory (the solver then reads memory in order instead of jumping
-        across the table): ``order[i]`` is the table row of design row ``i``. ``None``:
-        rows in table order.
+        CSR training designs are stored sorted by entity, so that each entity's entries
+        are contiguous in memory: ``order[i]`` is the table row of design row ``i``.
+        ``None``: rows in table order (dense blocks, which the solver reads through
+        ``perm`` without a copy of the block).
     """
 
     X: np.ndarray | sp.csr_matrix
@@ -221,10 +227,11 @@ class RandomEffect(Coordinate):
     ) -> RandomEffectDesign:
         """Encode ``frame``; a training table also gets its entity layout.
 
-        A scoring design keeps the table's rows in place (for a numeric shard, the
-        features are a view of the table's memory where its layout allows). A training
-        design groups the rows by entity with one counting sort and writes the features
-        straight into that order: one copy of the feature block, no other.
+        The features of a numeric shard are a dense block read in place from the table
+        (no copy when its columns are one float64 block) and stay in table order: the
+        solver reaches each entity's rows through the layout, one counting sort of the
+        entity codes. Other shards are CSR; a CSR training design is stored sorted by
+        entity (each entity's entries contiguous), its rows gathered once.
         """
         assert self.features is not None
         where = f"{where}, coordinate '{self.name}'"
@@ -235,15 +242,25 @@ class RandomEffect(Coordinate):
         if (codes < 0).any():
             raise ValueError(f"{where}: the training design must use the table build() saw")
         n_entities = len(self.entity_ids)
-        order, starts, positions = counting_sort_positions(codes, n_entities)
+        if self.features.dense:
+            order, starts = counting_sort(codes, n_entities)
+        else:
+            order, starts, positions = counting_sort_positions(codes, n_entities)
         layout = EntityLayout(self.entity_ids, codes, order, starts)
-        X = self.features.encode(frame, where, order=order, positions=positions)
+        sample = self.config.max_rows is not None and layout.counts.max() > self.config.max_rows
+        if self.features.dense:
+            X = self.features.encode(frame, where)
+            perm, mult = order, None
+            if sample:
+                perm, starts, mult = downsample_weights(layout, self.config.max_rows,
+                                                        self.config.seed)  # fmt: skip
+            return RandomEffectDesign(X, codes, layout, perm, starts, mult)
+        X = self.features.encode(frame, where, order=order)
         n = len(order)
         perm, mult = np.arange(n, dtype=np.int64), None
-        if self.config.max_rows is not None and layout.counts.max() > self.config.max_rows:
+        if sample:
             kept, starts, mult = downsample_weights(layout, self.config.max_rows, self.config.seed)
             perm, mult = positions[kept], mult[order]
-        del positions
         sorted_codes = np.repeat(np.arange(n_entities, dtype=np.int64), layout.counts)
         return RandomEffectDesign(X, sorted_codes, layout, perm, starts, mult, order)
 

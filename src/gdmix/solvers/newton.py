@@ -167,7 +167,7 @@ def solve_entities(
     ----------
     X : csr_matrix or ndarray, shape (n_rows, d)
         Design of the coordinate's feature shard: CSR, or a dense block (float64 or
-        float32; C-ordered, else copied).
+        float32, any memory order: a view of a table's columns is read in place).
     perm, starts : ndarray of int64
         Entity layout: entity ``e`` owns rows ``perm[starts[e]:starts[e+1]]``.
     y, sample_weight, offset : ndarray of float64, shape (n_rows,)
@@ -201,7 +201,7 @@ def solve_entities(
     NewtonStats
     """
     n_entities, d = coef.shape
-    indptr, indices, data = design_arrays(X, contiguous=True)
+    indptr, indices, data = design_arrays(X)
     var_mode = _VARIANCE_MODES[variance]
     dummy2, dummy1 = np.zeros((1, 1)), np.zeros(1)
     var, var_b = variances if variances is not None else (dummy2, dummy1)
@@ -334,7 +334,10 @@ def _score_rows_py(indptr, indices, data, codes, coef, icpt, rows, scatter, out)
             lo, hi = row_span(data, indptr, i)
             for k in range(lo, hi):
                 acc += entry_value(data, i, k) * coef[e, entry_column(data, indices, k)]
-        out[rows[i] if scatter else i] = acc
+        if scatter:
+            out[rows[i]] = acc
+        else:
+            out[i] = acc
 
 
 def _score_rows_sparse_py(indptr, indices, data, codes, cptr, cfeat, cval, icpt, rows, scatter,
@@ -359,7 +362,10 @@ def _score_rows_sparse_py(indptr, indices, data, codes, cptr, cfeat, cval, icpt,
                         hi = mid
                 if lo < cptr[e + 1] and cfeat[lo] == j:
                     acc += v * cval[lo]
-        out[rows[i] if scatter else i] = acc
+        if scatter:
+            out[rows[i]] = acc
+        else:
+            out[i] = acc
 
 
 _score_rows_par = numba.njit(cache=True, parallel=True)(_score_rows_py)
