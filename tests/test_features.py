@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 from gdmix.config import FeatureConfig
 from gdmix.data.features import FeatureIndex, scatter_rows
+from gdmix.data.schema import first_non_finite
 from gdmix.errors import DataError
 
 SPEC = FeatureConfig(numeric=["x1", "x2"], categorical=["c"], bags=["bag"])
@@ -301,3 +302,15 @@ def test_encode_checks_values_and_dtype():
         index.encode(frame.assign(x0="a"), "t")
     with pytest.raises(ValueError, match="dtype"):
         index.encode(frame, "t", dtype=np.int64)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_first_non_finite_reports_the_first_column_then_row(order):
+    values = np.zeros((300_000, 6), order=order)
+    assert first_non_finite(values) == (-1, -1)
+    values[250_000, 5] = np.inf
+    values[100, 3] = np.nan
+    values[200, 3] = -np.inf
+    assert first_non_finite(values) == (100, 3)
+    assert first_non_finite(values[:, 4:]) == (250_000, 1)
+    assert first_non_finite(np.zeros((0, 3))) == (-1, -1)
