@@ -5,20 +5,21 @@ for every slope and ``b_e ~ N(0, sigma_b^2)`` for the intercept. Mixed-model sof
 (lme4's ``glmer``) estimates those variances by maximising the Laplace approximation of
 the marginal likelihood; :func:`estimate_prior` does the same, with the other
 coordinates' scores as a fixed offset (inside coordinate descent, at every update of the
-coordinate):
+coordinate).
 
-1. **Fixed-point iterations** (MacKay's update of the evidence framework): with the
-   posterior modes ``m`` and posterior variances ``v = diag(H^-1)`` of every entity at
-   the current variance, ``sigma^2 <- sum m^2 / sum (1 - v / sigma^2)`` for each variance
-   component (one for the intercepts, one shared by the slopes or one per feature),
-   falling back to the EM update ``sigma^2 <- mean(m^2 + v)`` when that is undefined.
-   It lands near the optimum in a few iterations, but is a stationary point of a
-   simplified objective (it ignores how the Hessian's weights move with the modes).
-2. **Refinement**: each component's ``log sigma^2`` is then moved to the maximum of the
-   Laplace approximation itself (successive parabolic steps, cyclically over the
-   components), each evaluation a warm-started solve of every entity plus the log
-   determinants of their Hessians (:func:`gdmix.solvers.laplace.laplace_terms`). Later
-   passes of coordinate descent start here, from the previous pass's estimate.
+The approximation's gradient in a prior precision is available in closed form (see
+:mod:`gdmix.solvers.laplace`), modes moving with the prior included; setting it to zero
+gives, for each variance component ``c`` (the intercepts, the slopes, or each slope)::
+
+    sigma_c^2 = sum_{e, j in c} (m_j^2 + 2 (V g)_j m_j) / sum_{e, j in c} (1 - V_jj / sigma_c^2)
+
+(``m`` the posterior modes, ``V`` the inverse Hessians): MacKay's fixed-point update of
+the evidence framework, with a correction for how the modes move. It is iterated, each
+iteration a warm-started solve of every entity and one compiled pass for ``V``, ``g`` and
+the log determinants; a previous pass's estimate is the starting point of the next. With
+several random effects, the gradient also counts how the other random effects'
+Hessians move with this one's scores (the block-diagonal Laplace approximation of the
+whole model, the other coordinates' modes held fixed).
 
 Variances are kept in ``[VARIANCE_MIN, VARIANCE_MAX]``; an estimate at a bound (no
 between-entity variance, or separable entities) is logged as a warning.
@@ -36,7 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from gdmix.errors import ConfigError
-from gdmix.solvers.laplace import laplace_terms
+from gdmix.solvers.laplace import LaplaceTerms, laplace_terms
 from gdmix.solvers.newton import design_arrays
 
 __all__ = [
@@ -45,7 +46,7 @@ __all__ = [
     "PriorEstimate",
     "estimate_prior",
     "fit_with_estimated_prior",
-    "others_log_det",
+    "others_terms",
 ]
 
 logger = logging.getLogger("gdmix")
@@ -53,11 +54,9 @@ logger = logging.getLogger("gdmix")
 #: Bounds of an estimated prior variance (l2 between 1e-4 and 1e6).
 VARIANCE_MIN = 1e-6
 VARIANCE_MAX = 1e4
-_FIXED_POINT_ITER = 30
-_FIXED_POINT_TOL = 1e-3
-_REFINE_ROUNDS = 2
-_REFINE_STEP = 0.01  # in log(sigma^2): 1 %
-_REFINE_H = 0.15
+_MAX_ITER = 50
+_MAX_ITER_WARM = 4
+_TOL = 1e-3  # relative change of a variance (0.1 %)
 
 
 @dataclass
@@ -89,6 +88,8 @@ class PriorEstimate:
     at_bound: list[str] = field(default_factory=list)
     #: The solver's diagnostics of the last fit (at the estimate).
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    #: Whether the steps stopped moving (else the step budget of a warm start ran out).
+    converged: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (history and manifest)."""
@@ -97,6 +98,7 @@ class PriorEstimate:
             "slope_variance": self.slope_variance,
             "log_marginal": self.log_marginal,
             "n_fits": self.n_fits,
+            "converged": self.converged,
             "at_bound": self.at_bound,
             "trajectory": self.trajectory,
         }
@@ -113,12 +115,11 @@ class _Problem:
         weight: np.ndarray,
         offset: np.ndarray,
         fit: Callable[[dict[str, Any]], dict[str, Any]],
-        components: list[str],
         per_feature: bool,
-        others: Callable[[np.ndarray], float] | None = None,
+        others: Callable[[np.ndarray], tuple[np.ndarray, float]] | None = None,
     ) -> None:
         self.coord, self.design, self.fit_fn, self.others = coord, design, fit, others
-        self.components, self.per_feature = components, per_feature
+        self.per_feature = per_feature
         if design.order is not None:
             y, weight, offset = y[design.order], weight[design.order], offset[design.order]
         if design.weight_multiplier is not None:
@@ -129,8 +130,11 @@ class _Problem:
         self.arrays = design_arrays(design.X)
         self.entities = np.flatnonzero(coord.trainable).astype(np.int64)
         self.d = coord.coef.shape[1]
+        self.fit_b = bool(coord.config.intercept)
         self.n_fits = 0
         self.last_diag: dict[str, Any] = {}
+        self.rho: np.ndarray | None = None
+        self.other_value = 0.0
 
     def params(self, var: dict[str, Any]) -> dict[str, Any]:
         """Fit parameters (precisions) of the variances ``var``."""
@@ -142,10 +146,11 @@ class _Problem:
             out["intercept_l2"] = 1.0 / float(var["intercept"])
         return out
 
-    def solve(self, var: dict[str, Any], *, variances: bool = True) -> None:
-        """Fit at the variances ``var`` (posterior variances too, unless not needed)."""
+    def solve(self, var: dict[str, Any]) -> None:
+        """Fit at the variances ``var`` (modes only: the posterior variances come from
+        :meth:`terms`)."""
         coord = self.coord
-        coord.skip_variance = not variances
+        coord.skip_variance = True
         try:
             self.last_diag = self.fit_fn(self.params(var))
         finally:
@@ -162,53 +167,93 @@ class _Problem:
         return (np.broadcast_to(coord.l2_vector(), (n, self.d)).copy(),
                 np.full(n, coord.intercept_l2))  # fmt: skip
 
-    def log_marginal(self) -> float:
-        """Laplace approximation at the current fit (constants dropped)."""
+    def terms(self, *, refresh_others: bool = True) -> tuple[LaplaceTerms, float]:
+        """The Laplace terms at the current fit, and the other random effects' share of
+        the approximation (recomputed at this fit unless ``refresh_others`` is False: it
+        moves only through this coordinate's scores, a second-order change between two
+        nearby variances)."""
         coord = self.coord
-        coef = coord.coef.toarray() if sp.issparse(coord.coef) else coord.coef
+        if self.others is not None and (refresh_others or self.rho is None):
+            rho_table, self.other_value = self.others(coord.score(self.design))
+            self.rho = rho_table if self.design.order is None else rho_table[self.design.order]
+        rho, other_value = self.rho, self.other_value
         prec, prec_b = self.precisions()
-        fit_b = bool(coord.config.intercept)
-        loss, logdet = laplace_terms(
+        self.prec, self.prec_b = prec, prec_b
+        terms = laplace_terms(
             self.arrays, self.design.perm, self.design.starts, self.y, self.w, self.o,
-            self.entities, coef, coord.intercept, prec, prec_b, fit_intercept=fit_b,
+            self.entities, coord.coef, coord.intercept, prec, prec_b, fit_intercept=self.fit_b,
+            rho=rho,
         )  # fmt: skip
-        e = self.entities
-        quad = (prec[e] * coef[e] ** 2).sum() + (
-            (prec_b[e] * coord.intercept[e] ** 2).sum() if fit_b else 0.0
-        )
-        log_prec = np.log(prec[e]).sum() + (np.log(prec_b[e]).sum() if fit_b else 0.0)
-        total = -loss.sum() - 0.5 * quad + 0.5 * log_prec - 0.5 * logdet.sum()
-        if self.others is not None:  # the other random effects' Hessians move with our scores
-            total += self.others(coord.score(self.design))
-        return float(total)
+        return terms, other_value
 
-    def fixed_point(self, var: dict[str, Any]) -> dict[str, Any]:
-        """One MacKay update of every component (EM where it is undefined)."""
+    def log_marginal(self, terms: LaplaceTerms, other_value: float) -> float:
+        """Laplace approximation at the current fit (constants dropped)."""
         coord, e = self.coord, self.entities
-        out = dict(var)
+        quad = (self.prec[e] * coord.coef[e] ** 2).sum()
+        log_prec = np.log(self.prec[e]).sum()
+        if self.fit_b:
+            quad += (self.prec_b[e] * coord.intercept[e] ** 2).sum()
+            log_prec += np.log(self.prec_b[e]).sum()
+        own = -terms.loss.sum() - 0.5 * quad + 0.5 * log_prec - 0.5 * terms.logdet.sum()
+        return float(own + other_value)
+
+    def gradient(self, var: dict[str, Any], terms: LaplaceTerms) -> dict[str, Any]:
+        """Per component: ``(S, n)`` with ``S = sum (m^2 + V_jj + 2 (V g)_j m_j)`` over its
+        slots; the approximation's derivative in ``log sigma^2`` is ``(S / sigma^2 - n) / 2``
+        and MacKay's update ``sigma^2 <- (S - sum V_jj) / (n - sum V_jj / sigma^2)``."""
+        coord, e, d = self.coord, self.entities, self.d
+        out: dict[str, Any] = {}
+
+        def parts(m2: np.ndarray, v: np.ndarray, c: np.ndarray) -> tuple[float, float, float]:
+            return float(np.sum(m2) + np.sum(v) + 2.0 * np.sum(c)), float(np.sum(v)), len(m2)
+
         if "intercept" in var:
-            m2 = coord.intercept[e] ** 2
-            v = coord.intercept_variance[e]
-            out["intercept"] = _update(m2, v, var["intercept"])
+            out["intercept"] = parts(coord.intercept[e] ** 2, terms.variance[:, d],
+                                     terms.correction[:, d])  # fmt: skip
         if "slope" in var:
-            coef = coord.coef.toarray() if sp.issparse(coord.coef) else coord.coef
-            variance = coord.variance.toarray() if sp.issparse(coord.variance) else coord.variance
-            m2, v = coef[e] ** 2, variance[e]
+            m2, v, c = coord.coef[e] ** 2, terms.variance[:, :d], terms.correction[:, :d]
             if self.per_feature:
-                out["slope"] = [_update(m2[:, j], v[:, j], var["slope"][j]) for j in range(self.d)]
+                out["slope"] = [parts(m2[:, j], v[:, j], c[:, j]) for j in range(d)]
             else:
-                out["slope"] = _update(m2.ravel(), v.ravel(), var["slope"])
+                out["slope"] = parts(m2.ravel(), v.ravel(), c.ravel())
         return out
 
+    def keep_variances(self, terms: LaplaceTerms) -> None:
+        """Store the posterior variances of the final fit on the coordinate."""
+        coord, e, d = self.coord, self.entities, self.d
+        if coord.variance is not None and not sp.issparse(coord.variance):
+            coord.variance[e] = terms.variance[:, :d]
+        if coord.intercept_variance is not None and self.fit_b:
+            coord.intercept_variance[e] = terms.variance[:, d]
 
-def _update(m2: np.ndarray, v: np.ndarray, s2: float) -> float:
-    """MacKay's fixed-point update of one variance component, EM as the fallback."""
-    gamma = float(np.sum(1.0 - v / s2))
-    if gamma > 1e-3 * len(m2):
-        new = float(np.sum(m2)) / gamma
-    else:
-        new = float(np.mean(m2 + v))
-    return float(np.clip(new, VARIANCE_MIN, VARIANCE_MAX))
+
+class _RootFinder:
+    """Zero of one component's derivative ``G(t) = (S(t) e^-t - n) / 2`` in
+    ``t = log sigma^2``: a MacKay step first, then secant steps (superlinear where the
+    fixed point alone converges slowly), each kept within a decade and the bounds."""
+
+    def __init__(self) -> None:
+        self.t_prev: float | None = None
+        self.g_prev: float | None = None
+
+    def step(self, t: float, parts: tuple[float, float, float]) -> float:
+        total, v_sum, n = parts
+        s2 = math.exp(t)
+        g = 0.5 * (total / s2 - n)
+        gamma = n - v_sum / s2
+        mackay = (total - v_sum) / gamma if gamma > 1e-3 * n and total > v_sum else total / n
+        t_new = math.log(max(mackay, 1e-300))
+        if self.t_prev is not None and self.g_prev is not None and g != self.g_prev:
+            secant = t - g * (t - self.t_prev) / (g - self.g_prev)
+            # Trust the secant when it moves the same way as the gradient says.
+            if (secant - t) * g > 0:
+                t_new = secant
+        self.t_prev, self.g_prev = t, g
+        t_new = min(max(t_new, t - _LOG10), t + _LOG10)
+        return min(max(t_new, math.log(VARIANCE_MIN)), math.log(VARIANCE_MAX))
+
+
+_LOG10 = math.log(10.0)
 
 
 def _relative_change(a: dict[str, Any], b: dict[str, Any]) -> float:
@@ -230,7 +275,7 @@ def estimate_prior(
     components: list[str],
     start: dict[str, Any],
     per_feature: bool = False,
-    others: Callable[[np.ndarray], float] | None = None,
+    others: Callable[[np.ndarray], tuple[np.ndarray, float]] | None = None,
     warm: bool = False,
 ) -> PriorEstimate:
     """Estimate a random effect's prior variances by maximising the Laplace approximation.
@@ -238,7 +283,7 @@ def estimate_prior(
     Parameters
     ----------
     coord : RandomEffect
-        The coordinate (built, with dense coefficients and full variances).
+        The coordinate (built, with dense coefficients).
     design, y, weight, offset
         Its training design, labels, weights and offsets (the other coordinates' scores).
     fit : callable
@@ -247,17 +292,19 @@ def estimate_prior(
     components : list of str
         What to estimate: ``"intercept"`` and/or ``"slope"``.
     start : dict
-        Starting variances of the components (and the fixed ones' precisions, as
-        ``params`` entries ``l2`` / ``intercept_l2`` to keep).
+        Starting variances of the components.
     per_feature : bool
         One slope variance per feature instead of one for all.
     others : callable, optional
-        ``others(scores)``: the other random effects' share of the Laplace approximation
-        (``-1/2 log det`` of their Hessians) when this coordinate scores ``scores``.
-        With it, the approximation maximised is the block-diagonal Laplace approximation
-        of the whole model, the other coordinates' modes held fixed.
+        ``others(scores) -> (rho, value)``: the other random effects' ``-1/2 h'_i q_i``
+        per table row and their share of the approximation (``-1/2 sum log det``) when
+        this coordinate scores ``scores`` (:func:`others_terms`). With it, the
+        approximation maximised is the block-diagonal Laplace approximation of the whole
+        model, the other coordinates' modes held fixed.
     warm : bool
-        ``start`` is a previous estimate (an earlier pass): skip the fixed-point stage.
+        ``start`` is an earlier pass's estimate: take at most a few steps (the estimate
+        keeps moving with the other coordinates, pass after pass, as coordinate descent
+        interleaves them).
 
     Returns
     -------
@@ -273,52 +320,45 @@ def estimate_prior(
             f"coordinate '{coord.name}': 'l2: auto' needs a dense shard (at most 256 features); "
             "search l2 on validation data for wide shards"
         )
-    problem = _Problem(coord, design, y, weight, offset, fit, components, per_feature, others)
+    problem = _Problem(coord, design, y, weight, offset, fit, per_feature, others)
     var = {k: start[k] for k in components}
     trajectory: list[dict[str, Any]] = []
-
-    def record(stage: str, lm: float | None) -> None:
-        trajectory.append({"stage": stage, **_plain(var), "log_marginal": lm})
-
-    # 1. Fixed-point iterations (from a cold start only: a previous pass's estimate is
-    #    already near the optimum, and the fixed point is not quite it).
-    if not warm:
-        for _ in range(_FIXED_POINT_ITER):
-            problem.solve(var)
-            new = problem.fixed_point(var)
-            change = _relative_change(var, new)
-            var = new
-            record("fixed_point", None)
-            if change < _FIXED_POINT_TOL:
-                break
-    # 2. Refinement: each component to the maximum of the Laplace approximation.
-    keys: list[tuple[str, int | None]] = []
-    for c in components:
-        slots = range(problem.d) if c == "slope" and per_feature else [None]
-        keys += [(c, j) for j in slots]
-
-    def evaluate(key: tuple[str, int | None], log_s2: float) -> float:
-        problem.solve(_with(var, key, math.exp(log_s2)), variances=False)
-        return problem.log_marginal()
-
     lm = float("nan")
-    for _ in range(_REFINE_ROUNDS):
-        before = dict(var)
-        for key in keys:
-            best_t, lm = _maximise(lambda t, key=key: evaluate(key, t), math.log(_get(var, key)))
-            var = _with(var, key, math.exp(best_t))
-        record("refine", lm)
-        if _relative_change(before, var) < _REFINE_STEP:
+    finders: dict[Any, _RootFinder] = {}
+    limit = _MAX_ITER_WARM if warm else _MAX_ITER
+    converged = False
+    for it in range(limit):
+        problem.solve(var)
+        terms, other_value = problem.terms(refresh_others=it % 3 == 0)
+        lm = problem.log_marginal(terms, other_value)
+        trajectory.append({**_plain(var), "log_marginal": lm})
+        grads = problem.gradient(var, terms)
+        new = dict(var)
+        for key, parts in grads.items():
+            if isinstance(parts, list):  # one slope variance per feature
+                new[key] = [
+                    math.exp(finders.setdefault((key, j), _RootFinder()).step(
+                        math.log(var[key][j]), p))
+                    for j, p in enumerate(parts)
+                ]  # fmt: skip
+            else:
+                t = finders.setdefault(key, _RootFinder()).step(math.log(var[key]), parts)
+                new[key] = math.exp(t)
+        change = _relative_change(var, new)
+        if change < _TOL:
+            converged = True
             break
-    problem.solve(var)  # leaves the coordinate fitted (with variances) at the estimate
+        if it == limit - 1:  # out of steps: keep the variances the coordinate is fitted at
+            break
+        var = new
+    problem.keep_variances(terms)
     at_bound = [
-        f"{c}[{j}]" if j is not None else c
-        for c, j in keys
-        if not VARIANCE_MIN * 1.01 < _get(var, (c, j)) < VARIANCE_MAX / 1.01
-    ]
+        name for name, value in _plain(var).items()
+        if any(not VARIANCE_MIN * 1.01 < v < VARIANCE_MAX / 1.01 for v in np.atleast_1d(value))
+    ]  # fmt: skip
     if at_bound:
         logger.warning(
-            "coordinate '%s': the prior variance of %s stopped at a bound (%g or %g): no "
+            "coordinate '%s': the estimated %s stopped at a bound (%g or %g): no "
             "between-entity variance, or entities whose labels separate; the estimate is "
             "kept finite",
             coord.name, ", ".join(at_bound), VARIANCE_MIN, VARIANCE_MAX,
@@ -331,55 +371,8 @@ def estimate_prior(
         n_fits=problem.n_fits,
         at_bound=at_bound,
         diagnostics=problem.last_diag,
+        converged=converged,
     )
-
-
-def _maximise(f: Callable[[float], float], t0: float) -> tuple[float, float]:
-    """Maximum of a smooth, locally concave ``f`` near ``t0`` by successive parabolic
-    steps (three points around the current one, a step to the parabola's vertex, a
-    smaller spacing), kept within the variance bounds; returns ``(t, f(t))``, the best
-    point evaluated."""
-    lo, hi = math.log(VARIANCE_MIN), math.log(VARIANCE_MAX)
-    seen: dict[float, float] = {}
-
-    def value(t: float) -> float:
-        t = min(max(t, lo), hi)
-        if t not in seen:
-            seen[t] = f(t)
-        return seen[t]
-
-    t, h = t0, _REFINE_H
-    for _ in range(8):
-        a, b, c = value(t - h), value(t), value(t + h)
-        curvature = a - 2.0 * b + c
-        if curvature >= 0.0:  # not concave here: walk uphill
-            step = 2.0 * h if c > a else -2.0 * h
-        else:
-            step = float(np.clip(h * (a - c) / (2.0 * curvature), -4.0 * h, 4.0 * h))
-        t = min(max(t + step, lo), hi)
-        if abs(step) < _REFINE_STEP:
-            break
-        h = max(min(abs(step), _REFINE_H), _REFINE_STEP)
-    best = max(seen, key=lambda k: seen[k])
-    if value(t) >= seen[best]:
-        best = min(max(t, lo), hi)
-    return best, seen[best]
-
-
-def _get(var: dict[str, Any], key: tuple[str, int | None]) -> float:
-    c, j = key
-    return float(var[c] if j is None else var[c][j])
-
-
-def _with(var: dict[str, Any], key: tuple[str, int | None], value: float) -> dict[str, Any]:
-    out = dict(var)
-    c, j = key
-    if j is None:
-        out[c] = value
-    else:
-        out[c] = list(var[c])
-        out[c][j] = value
-    return out
 
 
 def _plain(var: dict[str, Any]) -> dict[str, Any]:
@@ -400,7 +393,7 @@ def fit_with_estimated_prior(
     offset: np.ndarray,
     params: dict[str, Any],
     *,
-    others: Callable[[np.ndarray], float] | None = None,
+    others: Callable[[np.ndarray], tuple[np.ndarray, float]] | None = None,
 ) -> dict[str, Any]:
     """Fit a random effect whose ``l2`` and/or ``intercept_l2`` is ``"auto"``.
 
@@ -467,7 +460,7 @@ def fit_with_estimated_prior(
     return diag
 
 
-def others_log_det(
+def others_terms(
     coords: list[Any],
     designs: dict[str, Any],
     y: np.ndarray,
@@ -475,9 +468,11 @@ def others_log_det(
     total: np.ndarray,
     scores: dict[str, np.ndarray],
     name: str,
-) -> Callable[[np.ndarray], float] | None:
-    """``-1/2 sum log det H_c`` over the random effects ``coords`` other than ``name``,
-    as a function of ``name``'s training scores (see :func:`estimate_prior`).
+) -> Callable[[np.ndarray], tuple[np.ndarray, float]] | None:
+    """The other random effects' part of the Laplace approximation, as a function of
+    ``name``'s training scores: ``(rho, value)`` with ``rho`` their ``-1/2 h'_i q_i`` per
+    table row (summed) and ``value`` their ``-1/2 sum log det H`` (see
+    :func:`estimate_prior`).
 
     ``total`` is the table's current total score and ``scores`` every coordinate's
     current training scores; only fitted random effects with dense coefficients and a
@@ -488,8 +483,9 @@ def others_log_det(
         return None
     base = total - scores[name]
 
-    def share(mine: np.ndarray) -> float:
-        out = 0.0
+    def share(mine: np.ndarray) -> tuple[np.ndarray, float]:
+        rho = np.zeros(len(total))
+        value = 0.0
         for c in others:
             design = designs[c.name]
             off = base + mine - scores[c.name]
@@ -508,12 +504,16 @@ def others_log_det(
             prec_b = prior.intercept_precision if prior is not None else np.full(n, c.intercept_l2)
             entities = np.flatnonzero(c.trainable).astype(np.int64)
             yy, ww, oo = (np.ascontiguousarray(v, dtype=np.float64) for v in (yy, ww, oo))
-            _, logdet = laplace_terms(
+            terms = laplace_terms(
                 design_arrays(design.X), design.perm, design.starts, yy, ww, oo, entities,
                 c.coef, c.intercept, prec, prec_b, fit_intercept=bool(c.config.intercept),
             )  # fmt: skip
-            out -= 0.5 * float(logdet.sum())
-        return out
+            if design.order is None:
+                rho += terms.row_terms
+            else:
+                rho[design.order] += terms.row_terms
+            value -= 0.5 * float(terms.logdet.sum())
+        return rho, value
 
     return share
 

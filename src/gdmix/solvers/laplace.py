@@ -1,16 +1,23 @@
-"""Per-entity terms of the Laplace approximation to a random effect's marginal likelihood.
+"""Per-entity terms of the Laplace approximation to a random effect's marginal likelihood,
+and of its gradient in the prior precisions.
 
-For an entity ``e`` with rows ``R_e`` and Gaussian prior precisions ``p`` (slopes) and
-``p_b`` (intercept), at the posterior mode ``(w_e, b_e)``::
+For an entity ``e`` with rows ``R_e`` (design rows ``x~_i = [x_i, 1]`` with the intercept),
+Gaussian prior precisions ``P = diag(p)`` and the posterior mode ``t`` (``t = (w_e, b_e)``)::
 
-    log p(y_e) ~= -sum_{i in R_e} s_i loss(y_i, o_i + x_i . w_e + b_e)
-                  - 1/2 sum_j p_j w_ej^2 - 1/2 p_b b_e^2
-                  + 1/2 sum_j log p_j + 1/2 log p_b - 1/2 log det H_e
+    log p(y_e) ~= -sum_i s_i loss(y_i, z_i) - 1/2 t' P t + 1/2 log det P - 1/2 log det H
 
-with ``H_e = sum_i s_i p_i (1 - p_i) [x_i, 1][x_i, 1]^T + diag(p, p_b)`` the Hessian of
-the negative log posterior. :func:`laplace_terms` returns each entity's data loss and
-``log det H_e`` in one compiled pass (dense Hessians: shards of at most a few hundred
-features), the rest is cheap arithmetic done by the caller.
+with ``H = sum_i h_i x~_i x~_i' + P``, ``h_i = s_i p_i (1 - p_i)``. Its derivative in a
+prior precision ``p_c`` (of the slots ``j`` in component ``c``), the mode moving with it
+(``dt/dp_c = -H^-1 D_c t``), is::
+
+    -1/2 sum_{j in c} (t_j^2 + V_jj + 2 (V g)_j t_j) + 1/2 n_c / p_c
+
+with ``V = H^-1`` and ``g = sum_i (-1/2 h'_i q_i + rho_i) x~_i`` the gradient of the
+approximation's remaining terms in the mode: ``h'_i = s_i p_i (1 - p_i)(1 - 2 p_i)``,
+``q_i = x~_i' V x~_i``, and ``rho_i`` the derivative of the other random effects'
+``-1/2 log det`` in the row's score (their own ``-1/2 h'_i q_i``, which this kernel also
+returns per row). :func:`laplace_terms` computes every entity's data loss, ``log det H``,
+``diag V`` and ``(V g)_j t_j`` in one compiled pass.
 """
 
 from __future__ import annotations
@@ -24,11 +31,12 @@ from numba import prange
 from gdmix.losses import loss_scalar
 from gdmix.solvers.rows import entry_column, entry_value, row_span, skip_entry
 
-__all__ = ["laplace_terms"]
+__all__ = ["LaplaceTerms", "laplace_terms"]
 
 
 def _terms_py(indptr, indices, data, perm, starts, y, w, offset, entities, coef, intercept,
-              precision, intercept_precision, fit_intercept, loss_out, logdet_out):  # fmt: skip
+              precision, intercept_precision, fit_intercept, rho,
+              loss_out, logdet_out, var_out, corr_out, row_out):  # fmt: skip
     d = coef.shape[1]
     k = d + 1 if fit_intercept else d
     for t in prange(len(entities)):
@@ -59,8 +67,6 @@ def _terms_py(indptr, indices, data, perm, starts, y, w, offset, entities, coef,
             if fit_intercept:
                 xrow[d] = 1.0
             for a in range(k):
-                if xrow[a] == 0.0:
-                    continue
                 ha = h * xrow[a]
                 for b in range(a + 1):
                     H[a, b] += ha * xrow[b]
@@ -68,13 +74,13 @@ def _terms_py(indptr, indices, data, perm, starts, y, w, offset, entities, coef,
             H[j, j] += precision[e, j]
         if fit_intercept:
             H[d, d] += intercept_precision[e]
-        # Cholesky in place (lower triangle); log det = 2 sum log diag(L).
+        # Cholesky (lower triangle of L in H); log det = 2 sum log diag(L).
         logdet = 0.0
         for j in range(k):
             s = H[j, j]
             for m in range(j):
                 s -= H[j, m] * H[j, m]
-            if s <= 0.0:
+            if s <= 1e-300:
                 s = 1e-300
             ljj = math.sqrt(s)
             H[j, j] = ljj
@@ -84,12 +90,89 @@ def _terms_py(indptr, indices, data, perm, starts, y, w, offset, entities, coef,
                 for m in range(j):
                     s2 -= H[a, m] * H[j, m]
                 H[a, j] = s2 / ljj
+        # V = H^-1 = L^-T L^-1: invert L (lower) into Li, then V = Li' Li.
+        Li = np.zeros((k, k))
+        for j in range(k):
+            Li[j, j] = 1.0 / H[j, j]
+            for a in range(j + 1, k):
+                s3 = 0.0
+                for m in range(j, a):
+                    s3 -= H[a, m] * Li[m, j]
+                Li[a, j] = s3 / H[a, a]
+        V = np.zeros((k, k))
+        for a in range(k):
+            for b in range(a + 1):
+                s4 = 0.0
+                for m in range(a, k):
+                    s4 += Li[m, a] * Li[m, b]
+                V[a, b] = s4
+                V[b, a] = s4
+        # Second pass over the rows: leverages q_i, the gradient g of the remaining terms.
+        g = np.zeros(k)
+        for r in range(starts[e], starts[e + 1]):
+            i = perm[r]
+            z = offset[i] + (intercept[e] if fit_intercept else 0.0)
+            lo, hi = row_span(data, indptr, i)
+            xrow[:] = 0.0
+            for q in range(lo, hi):
+                v = entry_value(data, i, q)
+                if skip_entry(data, v):
+                    continue
+                c = entry_column(data, indices, q)
+                xrow[c] = v
+                z += v * coef[e, c]
+            if fit_intercept:
+                xrow[d] = 1.0
+            p = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+            h1 = w[i] * p * (1.0 - p) * (1.0 - 2.0 * p)
+            # q_i = x' H^-1 x = |L^-1 x|^2 (Li is lower triangular)
+            lev = 0.0
+            for a in range(k):
+                acc = 0.0
+                for b in range(a + 1):
+                    acc += Li[a, b] * xrow[b]
+                lev += acc * acc
+            own = -0.5 * h1 * lev
+            row_out[i] = own
+            coeff = own + rho[i]
+            for a in range(k):
+                g[a] += coeff * xrow[a]
+        for a in range(k):
+            acc = 0.0
+            for b in range(k):
+                acc += V[a, b] * g[b]
+            mode = coef[e, a] if a < d else intercept[e]
+            corr_out[t, a] = acc * mode
+            var_out[t, a] = V[a, a]
         loss_out[t] = loss
         logdet_out[t] = logdet
 
 
 _terms_par = numba.njit(cache=True, parallel=True)(_terms_py)
 _terms_ser = numba.njit(cache=True)(_terms_py)
+
+
+class LaplaceTerms:
+    """What :func:`laplace_terms` returns, per entity evaluated (and per design row).
+
+    Attributes
+    ----------
+    loss : ndarray, shape (m,)
+        Weighted data loss at the mode.
+    logdet : ndarray, shape (m,)
+        ``log det H``.
+    variance : ndarray, shape (m, k)
+        ``diag H^-1``: the posterior variances (slopes, then the intercept).
+    correction : ndarray, shape (m, k)
+        ``(H^-1 g)_j t_j``: how the modes' motion enters the gradient.
+    row_terms : ndarray, shape (n_rows,)
+        ``-1/2 h'_i q_i`` of every design row (0 for rows of entities not evaluated):
+        this coordinate's ``rho`` contribution to another random effect's gradient.
+    """
+
+    def __init__(self, loss, logdet, variance, correction, row_terms) -> None:  # type: ignore[no-untyped-def]
+        self.loss, self.logdet = loss, logdet
+        self.variance, self.correction, self.row_terms = variance, correction, row_terms
 
 
 def laplace_terms(
@@ -106,8 +189,9 @@ def laplace_terms(
     intercept_precision: np.ndarray,
     *,
     fit_intercept: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Data loss and ``log det H_e`` of every entity in ``entities``.
+    rho: np.ndarray | None = None,
+) -> LaplaceTerms:
+    """Every entity's Laplace terms at the current modes (see the module's documentation).
 
     Parameters
     ----------
@@ -129,18 +213,25 @@ def laplace_terms(
         Prior precision of every intercept.
     fit_intercept : bool
         Whether the entities have an intercept.
+    rho : ndarray, shape (n_rows,), optional
+        The other random effects' ``-1/2 h'_i q_i`` per design row (default 0).
 
     Returns
     -------
-    loss, logdet : ndarray of float64, shape (len(entities),)
+    LaplaceTerms
     """
     n = len(entities)
-    loss = np.zeros(n)
-    logdet = np.zeros(n)
+    d = coef.shape[1]
+    k = d + 1 if fit_intercept else d
+    n_rows = len(y)
+    loss, logdet = np.zeros(n), np.zeros(n)
+    variance, correction = np.zeros((n, k)), np.zeros((n, k))
+    row_terms = np.zeros(n_rows)
+    rho = np.zeros(n_rows) if rho is None else np.ascontiguousarray(rho, dtype=np.float64)
     kernel = _terms_par if len(perm) > 50_000 else _terms_ser
     kernel(*arrays, np.ascontiguousarray(perm, dtype=np.int64),
            np.ascontiguousarray(starts, dtype=np.int64), y, weight, offset,
            np.ascontiguousarray(entities, dtype=np.int64), np.ascontiguousarray(coef),
            intercept, np.ascontiguousarray(precision), intercept_precision,
-           fit_intercept, loss, logdet)  # fmt: skip
-    return loss, logdet
+           fit_intercept, rho, loss, logdet, variance, correction, row_terms)  # fmt: skip
+    return LaplaceTerms(loss, logdet, variance, correction, row_terms)
