@@ -41,8 +41,8 @@ from gdmix.data.movielens import (
     load_movielens_100k,
     split_movielens,
 )
-from gdmix.metrics import roc_auc
 from gdmix.examples.movielens import EXAMPLE_STAGES, example_config
+from gdmix.metrics import roc_auc
 from gdmix.training import fit
 
 IDS = ["user_id", "movie_id"]

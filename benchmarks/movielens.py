@@ -49,9 +49,14 @@ from gdmix.data.movielens import (
     load_movielens_100k,
     split_movielens,
 )
+from gdmix.examples.movielens import (
+    ExampleResult,
+    run_auto_example,
+    run_deep_example,
+    run_example,
+)
 from gdmix.metrics import roc_auc
 from gdmix.model import GDMixModel
-from gdmix.examples.movielens import ExampleResult, run_deep_example, run_example
 
 PAPER_AUC = (0.6237, 0.7058, 0.7599)
 PAPER_DEEP_AUC = (0.7090, 0.7665, 0.7680)  # the paper's GDMix with the title text CNN
@@ -191,6 +196,9 @@ def main() -> None:
     with threadpool_limits(1):
         loop = scipy_loop(train, test)
     seconds_tuned, tuned = timed(True, tables, args.n_threads)
+    start = time.perf_counter()
+    auto = run_auto_example(tables=tables, n_threads=args.n_threads)
+    seconds_auto = time.perf_counter() - start
     max_diff = max_rel_objective_diff(reference.model, loop, train["label"].to_numpy(float))
     threads = numba.get_num_threads()
     if args.n_threads is not None:
@@ -204,6 +212,7 @@ def main() -> None:
         (f"gdmix reference (best of {len(runs)})", seconds_gdmix, reference.auc),
         ("scipy per-entity loop", loop.seconds, loop.auc),
         ("gdmix tuned (l2 search)", seconds_tuned, tuned.auc),
+        ("gdmix auto (l2: auto)", seconds_auto, auto.auc),
     ]
     for label, sec, auc in rows:
         cells = [f"{sec:.2f}", f"{loop.seconds / sec:.1f}x", *(f"{a:.4f}" for a in auc)]
@@ -211,9 +220,16 @@ def main() -> None:
     paper = " / ".join(f"{a:.4f}" for a in PAPER_AUC)
     print(f"\npaper (GDMix, MovieLens-100K): {paper}; gdmix numba threads: {threads}; scipy loop:")
     print(f"1 BLAS thread; max relative objective difference gdmix vs scipy: {max_diff:.2e}")
+    params = auto.model.metrics["params"]
+    estimated = {n: {k: round(v, 4) for k, v in p.items() if isinstance(v, float)}
+                 for n, p in params.items() if n != "global"}  # fmt: skip
+    print(f"l2: auto estimated (precisions): {estimated}")
     record = {
         "auc_reference": reference.auc,
         "auc_tuned": tuned.auc,
+        "seconds_tuned": seconds_tuned,
+        "auc_auto": auto.auc,
+        "seconds_auto": seconds_auto,
         "seconds_gdmix": seconds_gdmix,
         "seconds_scipy_loop": loop.seconds,
         "auc_scipy_loop": loop.auc,

@@ -26,7 +26,7 @@ from gdmix.data.column_kinds import check_column_kinds, column_kinds
 from gdmix.data.io import TableLike, read_table
 from gdmix.data.roles import RoleColumns, extract_roles
 from gdmix.effects.base import Coordinate, Validation
-from gdmix.effects.prior_estimation import fit_with_estimated_prior, others_log_det
+from gdmix.effects.prior_estimation import fit_with_estimated_prior, others_terms
 from gdmix.errors import ConfigError
 from gdmix.losses import logistic_loss
 from gdmix.metrics import BinaryEvaluator
@@ -222,7 +222,7 @@ class _Trainer:
             start = time.perf_counter()
             if "auto" in params.values():  # the prior is estimated, not searched
                 t = self.train
-                others = others_log_det(
+                others = others_terms(
                     self.coords, t.designs, t.roles.y, t.roles.weight, t.total(), t.scores,
                     coord.name,
                 )  # fmt: skip
