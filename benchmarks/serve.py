@@ -3,8 +3,9 @@ service that calls ``model.score(pandas.DataFrame)`` per request.
 
 Usage::
 
-    python benchmarks/serve.py [--users 1000000] [--items 100000] [--requests 40000]
-        [--concurrency 2] [--publish-every 1.5] [--entities-10m 10000000] [--seed 0]
+    python benchmarks/serve.py [--users 1000000] [--items 100000] [--requests 60000]
+        [--concurrency 2] [--publish-every 1.2] [--publisher-nice 10]
+        [--entities-10m 10000000] [--seed 0]
 
 What it does, on 127.0.0.1 only:
 
@@ -16,8 +17,10 @@ What it does, on 127.0.0.1 only:
    send ``--requests`` requests in all, each one user (2% unseen) and 10 candidate items
    (2% unseen) with their features. Meanwhile a third process publishes a refreshed
    version (every per-user and per-item intercept and slope moved, the fixed effect kept)
-   every ``--publish-every`` seconds; the service swaps each one in. A request fails when
-   its answer is not a 200 with one total per candidate.
+   every ``--publish-every`` seconds, at CPU priority ``--publisher-nice`` (a batch job
+   beside a latency-bound service); the service swaps each one in. A request fails when
+   its answer is not a 200 with one total per candidate. The load average of the machine
+   is printed, since other work on it shows in the tail latencies.
 3. Runs the baseline the same way (fewer requests, no publisher): a Starlette service on
    the same uvicorn whose ``POST /score`` builds a ``pandas.DataFrame`` of the rows and
    calls ``GDMixModel.score`` on it.
@@ -306,10 +309,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--items", type=int, default=100_000)
-    parser.add_argument("--requests", type=int, default=40_000)
+    parser.add_argument("--requests", type=int, default=60_000)
     parser.add_argument("--baseline-requests", type=int, default=2_000)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--publish-every", type=float, default=1.5)
+    parser.add_argument("--publish-every", type=float, default=1.2)
     parser.add_argument(
         "--publisher-nice",
         type=int,
@@ -358,7 +361,9 @@ def main() -> None:
                     "--arg", str(store), "--arg", str(args.publish_every)]  # fmt: skip
             publisher = subprocess.Popen([*me, *role], env=env, stdout=subprocess.PIPE, text=True)
             time.sleep(min(3.0, args.publish_every))
+            load_before = os.getloadavg()[0]
             served = drive(port, bodies, args.requests, args.concurrency)
+            load_after = os.getloadavg()[0]
             _stop(publisher)
             published = [json.loads(line) for line in publisher.stdout.read().splitlines()
                          if line.startswith("{")]  # fmt: skip
@@ -404,7 +409,8 @@ def main() -> None:
     seconds = [p["seconds"] for p in published]
     print(
         f"\nconcurrency {args.concurrency}, {N_CANDIDATES} candidates per request, "
-        f"{os.cpu_count()} cores"
+        f"{os.cpu_count()} cores; publisher at nice {args.publisher_nice}; machine load "
+        f"average {load_before:.2f} before the gdmix run, {load_after:.2f} after"
     )
     print(
         f"versions published during the run: {len(published)} (median "
