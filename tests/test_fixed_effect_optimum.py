@@ -331,14 +331,19 @@ def test_l2_search_in_training_is_warm_started():
 # -- designs, threads, kernels ---------------------------------------------------------
 
 
-def test_same_solution_for_any_number_of_threads(tfidf):
-    X, y, l2, _, _ = tfidf
+@pytest.mark.parametrize("design", ["tfidf", "one_hot", "dense"])
+def test_same_solution_for_any_number_of_threads(tfidf, one_hot, design, monkeypatch):
+    monkeypatch.setattr(fk, "PARALLEL_MIN_WORK", 0)  # parallel passes even when small
+    X, y = {"tfidf": tfidf[:2], "one_hot": one_hot[:2]}.get(design, (None, None))
+    if design == "dense":
+        X, y = one_hot[0].toarray(), one_hot[1]
+    assert fk.prepare(X).parallel
     previous = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        one = fit_logistic_lbfgs(X, y, l2=l2)
+        one = fit_logistic_lbfgs(X, y, l2=0.3)
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        many = fit_logistic_lbfgs(X, y, l2=l2)
+        many = fit_logistic_lbfgs(X, y, l2=0.3)
     finally:
         numba.set_num_threads(previous)
     np.testing.assert_array_equal(one.coef, many.coef)

@@ -28,13 +28,16 @@ what the kernels need next to it:
 
 Scalar sums (the loss, ``sum g``) are added per chunk of rows, and the chunks depend only
 on the data, never on the number of threads: the sums, and the solutions built on them,
-are the same whatever ``training.n_threads`` is.
+are the same whatever ``training.n_threads`` is. Small designs (see
+:data:`PARALLEL_MIN_WORK`) run on one thread.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numba
 import numpy as np
@@ -60,6 +63,10 @@ _ROW_CHUNKS = 64
 #: CSR designs with at least this many columns keep a CSR copy of their transpose for
 #: the column sums; narrower ones add rows into per-chunk accumulators (in cache).
 TRANSPOSE_MIN_FEATURES = 4096
+#: Designs with less work per pass than this (non-zeros plus 20 per row, for the loss's
+#: exp and log) are summed on one thread: a parallel region would cost more than it
+#: saves, and far more on a machine whose cores are busy with other work.
+PARALLEL_MIN_WORK = 4_000_000
 
 
 def _as_matrix(X: Any) -> sp.csr_matrix | np.ndarray:
@@ -113,6 +120,9 @@ class Design:
         self.shape: tuple[int, int] = self.X.shape
         n, p = self.shape
         self.sparse = sp.issparse(self.X)
+        nnz = self.X.nnz if self.sparse else n * p
+        #: Whether the sums run on several threads (see :data:`PARALLEL_MIN_WORK`).
+        self.parallel = nnz + 20 * n >= PARALLEL_MIN_WORK
         self.Xt: sp.csr_matrix | None = None
         if self.sparse:
             if transpose is None and p >= TRANSPOSE_MIN_FEATURES:
@@ -142,6 +152,27 @@ class Design:
 def prepare(X: Any) -> Design:
     """``X`` as a :class:`Design` (returned as it is when it already is one)."""
     return X if isinstance(X, Design) else Design(X)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _threaded(fn: _F) -> _F:
+    """Run ``fn(design, ...)`` on the caller's threads, or on one for a small design."""
+
+    @functools.wraps(fn)
+    def run(X: Any, *args: Any, **kwargs: Any) -> Any:
+        D = prepare(X)
+        previous = numba.get_num_threads()
+        if D.parallel or previous == 1:
+            return fn(D, *args, **kwargs)
+        numba.set_num_threads(1)
+        try:
+            return fn(D, *args, **kwargs)
+        finally:
+            numba.set_num_threads(previous)
+
+    return run  # type: ignore[return-value]
 
 
 #: Reassociation lets the compiler vectorise the row dot products; no approximations of
@@ -489,6 +520,7 @@ def _acc(k: int, p: int) -> np.ndarray:
     return np.zeros((k, p))
 
 
+@_threaded
 def value_grad(
     X: Design | Any,
     y: np.ndarray,
@@ -555,6 +587,7 @@ def value_grad(
     return float(sums[:, 0].sum()), xg, float(sums[:, 1].sum()), d, xd
 
 
+@_threaded
 def hess_vec(X: Design | Any, d: np.ndarray, v: np.ndarray, vb: float) -> tuple[np.ndarray, float]:
     """The loss's Hessian (curvatures ``d``) applied to the direction ``(v, vb)``.
 
@@ -578,6 +611,7 @@ def hess_vec(X: Design | Any, d: np.ndarray, v: np.ndarray, vb: float) -> tuple[
     return acc.sum(axis=0), float(sums.sum())
 
 
+@_threaded
 def hessian(X: Design | Any, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """The loss's full Hessian pieces: ``X^T D X``, ``X^T d`` and ``sum d``.
 
@@ -614,6 +648,7 @@ def hessian_work(X: Design | Any) -> tuple[float, float]:
     return n * p * (p + 1) / 2.0, 4.0 * n * p
 
 
+@_threaded
 def column_moments(X: Design | Any, s: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Weighted column sums ``(sum s, X^T s, (X * X)^T s)``; partitions' values add up."""
     D = prepare(X)
