@@ -372,11 +372,13 @@ def test_dense_and_sparse_designs_give_the_same_solution():
             assert res.objective == pytest.approx(ref.objective, rel=1e-13)
     # float32 designs are used as they are: the solution of the rounded data.
     x32 = X.astype(np.float32)
-    res32 = fit_logistic_lbfgs(x32, y, l2=2.0, sample_weight=s, offset=o, **tight)
     ref32 = fit_logistic_lbfgs(
         x32.astype(np.float64), y, l2=2.0, sample_weight=s, offset=o, **tight
     )
-    np.testing.assert_allclose(res32.coef, ref32.coef, rtol=0, atol=1e-8)
+    for M in (x32, sp.csr_matrix(x32)):
+        assert fk.prepare(M).X.dtype == np.float32
+        res32 = fit_logistic_lbfgs(M, y, l2=2.0, sample_weight=s, offset=o, **tight)
+        np.testing.assert_allclose(res32.coef, ref32.coef, rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize("kind", ["csr", "csr_wide", "dense_c", "dense_f"])
