@@ -27,7 +27,6 @@ thread), never on the event loop.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import sys
 import time
@@ -42,7 +41,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gdmix.serving.metrics import Metrics
-from gdmix.serving.schema import Request, RequestError
+from gdmix.serving.schema import Request, RequestError, dumps
 from gdmix.serving.swap import ModelService
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_ROWS", "create_app", "run_server"]
@@ -58,8 +57,63 @@ SWITCH_INTERVAL = 0.0005
 
 
 def _json(payload: Any, status: int = 200) -> Response:
-    return Response(json.dumps(payload).encode(), status_code=status,
-                    media_type="application/json")  # fmt: skip
+    return Response(dumps(payload), status_code=status, media_type="application/json")
+
+
+_JSON_HEADER = (b"content-type", b"application/json")
+
+
+class _ScoreEndpoint:
+    """``POST /score`` as a bare ASGI application: the hot path, without the request and
+    response objects of the framework (a quarter of the time of a small request)."""
+
+    def __init__(
+        self, service: ModelService, metrics: Metrics, max_rows: int, max_body_bytes: int
+    ) -> None:
+        self.service = service
+        self.metrics = metrics
+        self.max_rows = max_rows
+        self.max_body_bytes = max_body_bytes
+
+    async def _body(self, scope: Any, receive: Any) -> bytes | None:
+        limit = self.max_body_bytes
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                raise RequestError("body", f"is {int(value)} bytes; at most {limit}", 413)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise RequestError("body", f"is over {limit} bytes", 413)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        start = time.perf_counter()
+        model = self.service.model  # this request's version, whatever swaps meanwhile
+        rows = 0
+        try:
+            body = await self._body(scope, receive)
+            if body is None:  # the client went away
+                return
+            request = Request.parse(body, max_rows=self.max_rows)
+            payload = {"version": model.version, **model.score(request).to_dict()}
+            status, rows = 200, request.n
+        except RequestError as err:
+            payload, status = err.to_dict(), err.status
+        except Exception as err:  # a bug, never bad input: say so, keep serving
+            logger.exception("POST /score failed")
+            payload, status = {"error": f"internal error: {err!r}", "field": None}, 500
+        data = dumps(payload)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [_JSON_HEADER, (b"content-length", b"%d" % len(data))]})  # fmt: skip
+        await send({"type": "http.response.body", "body": data})
+        self.metrics.observe("/score", status, time.perf_counter() - start, rows)
 
 
 def create_app(
@@ -88,29 +142,6 @@ def create_app(
     starlette.applications.Starlette
     """
     metrics = metrics or Metrics()
-
-    async def score(http: HTTPRequest) -> Response:
-        start = time.perf_counter()
-        model = service.model  # this request's version, whatever swaps meanwhile
-        rows = 0
-        try:
-            length = http.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > max_body_bytes:
-                raise RequestError("body", f"is {length} bytes; at most {max_body_bytes}", 413)
-            body = await http.body()
-            if len(body) > max_body_bytes:
-                raise RequestError("body", f"is {len(body)} bytes; at most {max_body_bytes}", 413)
-            request = Request.parse(body, max_rows=max_rows)
-            payload = {"version": model.version, **model.score(request).to_dict()}
-            status, rows = 200, request.n
-        except RequestError as err:
-            payload, status = err.to_dict(), err.status
-        except Exception as err:  # a bug, never bad input: say so, keep serving
-            logger.exception("POST /score failed")
-            payload, status = {"error": f"internal error: {err!r}", "field": None}, 500
-        response = _json(payload, status)
-        metrics.observe("/score", status, time.perf_counter() - start, rows)
-        return response
 
     async def healthz(http: HTTPRequest) -> Response:
         status = service.status()
@@ -147,7 +178,11 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route("/score", score, methods=["POST"]),
+            Route(
+                "/score",
+                _ScoreEndpoint(service, metrics, max_rows, max_body_bytes),
+                methods=["POST"],
+            ),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/model", model_info, methods=["GET"]),
             Route("/metrics", metrics_text, methods=["GET"]),

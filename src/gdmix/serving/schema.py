@@ -34,12 +34,42 @@ import numpy as np
 
 from gdmix.data.roles import MAX_ABS_OFFSET
 
-__all__ = ["BAG_SEP", "InputSpec", "Request", "RequestError"]
+__all__ = ["BAG_SEP", "InputSpec", "Request", "RequestError", "dumps"]
 
 #: Separator of a bag feature's name and term in index-map keys (as in FeatureIndex).
 BAG_SEP = "\x1f"
 _MISSING = object()
 _TOP_KEYS = frozenset({"rows", "context"})
+
+
+try:  # a faster codec when installed (the 'serve' extra has it); the same values either way
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - exercised where orjson is absent
+    _orjson = None
+
+
+def _loads(body: bytes) -> Any:
+    """Parse a JSON body. ``NaN`` and ``Infinity`` literals (and numbers beyond float64)
+    parse to floats so that the field holding them is named by the checks."""
+    if _orjson is not None:
+        try:
+            return _orjson.loads(body)
+        except _orjson.JSONDecodeError:
+            pass  # NaN literals, integers beyond 64 bits, or bad JSON: the standard parser says
+    try:
+        return json.loads(body, parse_constant=float)
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise RequestError("body", f"is not valid JSON ({err})", 400) from None
+
+
+def dumps(payload: Any) -> bytes:
+    """JSON bytes of a response (floats written to the last bit)."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(payload)
+        except TypeError:  # an integer beyond 64 bits echoed back in a uid: the slow path
+            pass
+    return json.dumps(payload).encode()
 
 
 class RequestError(Exception):
@@ -182,10 +212,7 @@ class Request:
             400 when the body is not JSON or not ``{"rows": [...], "context": {...}}``,
             413 when it has more than ``max_rows`` rows.
         """
-        try:
-            raw = json.loads(body, parse_constant=float)
-        except (ValueError, UnicodeDecodeError, RecursionError) as err:
-            raise RequestError("body", f"is not valid JSON ({err})", 400) from None
+        raw = _loads(body)
         if not isinstance(raw, dict):
             raise RequestError(
                 "body", f'must be a JSON object {{"rows": [...]}}. Got {_json_type(raw)}', 400
