@@ -421,6 +421,14 @@ def test_kernels_match_numpy(kind):
         assert dsum == pytest.approx(d_ref.sum(), rel=1e-12)
         np.testing.assert_allclose(H, A.T @ (A * d_ref[:, None]), rtol=1e-10, atol=1e-9)
         np.testing.assert_allclose(xd, A.T @ d_ref, rtol=1e-10)
+        # The same sums in one pass (CSR) or two (dense).
+        loss2, xg2, gsum2, d2, (H2, xd2, dsum2) = fk.value_grad_hessian(X, y, s, o, w, b)
+        assert loss2 == pytest.approx(loss, rel=1e-13) and gsum2 == pytest.approx(gsum)
+        np.testing.assert_allclose(xg2, xg, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(d2, d, rtol=1e-14)
+        np.testing.assert_allclose(H2, H, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(xd2, xd, rtol=1e-12)
+        assert dsum2 == pytest.approx(dsum, rel=1e-14)
 
 
 # -- configuration and history ---------------------------------------------------------

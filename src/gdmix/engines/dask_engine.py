@@ -110,12 +110,15 @@ def _fe_hessian_work(design: dict[str, Any]) -> tuple[float, float]:
 
 
 def _fe_value_grad(
-    design: dict[str, Any], offset: np.ndarray, w: np.ndarray, b: float, diag: bool
+    design: dict[str, Any], offset: np.ndarray, w: np.ndarray, b: float, diag: bool, hess: bool
 ) -> dict[str, Any]:
     X, y, s = design["X"], design["y"], design["w"]
+    if hess:
+        loss, xg, gsum, d, pieces = fk.value_grad_hessian(X, y, s, offset, w, b)
+        return {"sums": (loss, xg, gsum, None), "d": d, "hess": pieces}
     loss, xg, gsum, d, xd = fk.value_grad(X, y, s, offset, w, b, diag=diag)
     sums = (float(d.sum()), xd[0], xd[1]) if xd is not None else None
-    return {"sums": (loss, xg, gsum, sums), "d": d}
+    return {"sums": (loss, xg, gsum, sums), "d": d, "hess": None}
 
 
 def _fe_hess_vec(
@@ -125,6 +128,8 @@ def _fe_hess_vec(
 
 
 def _fe_hessian(design: dict[str, Any], point: dict[str, Any]) -> tuple:
+    if point["hess"] is not None:  # summed with the gradient
+        return point["hess"]
     return fk.hessian(design["X"], point["d"])
 
 
@@ -150,10 +155,12 @@ class _DaskLogistic:
             sum(p[3] for p in parts),
         )
 
-    def value_grad(self, w: np.ndarray, b: float, *, diag: bool = False) -> tuple:
+    def value_grad(
+        self, w: np.ndarray, b: float, *, diag: bool = False, hessian: bool = False
+    ) -> tuple:
         client = self.client
         points = [
-            client.submit(_fe_value_grad, d, o, w, b, diag, pure=False)
+            client.submit(_fe_value_grad, d, o, w, b, diag, hessian, pure=False)
             for d, o in zip(self.designs, self.offsets, strict=True)
         ]
         parts = client.gather([client.submit(_field, f, "sums") for f in points])

@@ -52,6 +52,7 @@ __all__ = [
     "hessian_work",
     "prepare",
     "value_grad",
+    "value_grad_hessian",
 ]
 
 #: Rows per block when walking a dense design column by column (Fortran order).
@@ -332,6 +333,41 @@ def _csr_hessian(indptr, indices, data, d, bounds, acc, accv):
                     a[jk, _U(indices[m])] += xk * data[m]
 
 
+@numba.njit(parallel=True, cache=True, fastmath=_FAST)
+def _csr_rows_newton(indptr, indices, data, y, s, o, w, b, bounds, sums, d, accg, acch, accd):
+    """Loss, ``X^T (s g)``, ``X^T D X`` and ``X^T d`` in one pass (narrow designs)."""
+    for c in prange(len(bounds) - 1):
+        ag = accg[c]
+        ah = acch[c]
+        ad = accd[c]
+        loss = 0.0
+        gsum = 0.0
+        for i in range(bounds[c], bounds[c + 1]):
+            k0 = _U(indptr[i])
+            k1 = _U(indptr[i + 1])
+            z = b + o[i]
+            for k in range(k0, k1):
+                z += data[k] * w[_U(indices[k])]
+            li, gi, hi = _pointwise(y[i], z)
+            si = s[i]
+            loss += si * li
+            gi *= si
+            gsum += gi
+            di = si * hi
+            d[i] = di
+            for k in range(k0, k1):
+                jk = _U(indices[k])
+                xk = data[k]
+                ag[jk] += xk * gi
+                xd = xk * di
+                ad[jk] += xd
+                row = ah[jk]
+                for m in range(k0, k1):
+                    row[_U(indices[m])] += xd * data[m]
+        sums[c, 0] = loss
+        sums[c, 1] = gsum
+
+
 # -- dense kernels ---------------------------------------------------------------------
 
 
@@ -585,6 +621,40 @@ def value_grad(
         xg = acc.sum(axis=0)
         xd = accd.sum(axis=0) if diag else None
     return float(sums[:, 0].sum()), xg, float(sums[:, 1].sum()), d, xd
+
+
+@_threaded
+def value_grad_hessian(
+    X: Design | Any,
+    y: np.ndarray,
+    s: np.ndarray,
+    o: np.ndarray,
+    w: np.ndarray,
+    b: float,
+) -> tuple[float, np.ndarray, float, np.ndarray, tuple[np.ndarray, np.ndarray, float]]:
+    """:func:`value_grad` and :func:`hessian` at ``(w, b)``, in one pass over a narrow
+    CSR design (two otherwise).
+
+    Returns ``(loss, xg, gsum, d, (X^T D X, X^T d, sum d))``.
+    """
+    D = prepare(X)
+    if not D.sparse or D.Xt is not None:
+        loss, xg, gsum, d, _ = value_grad(D, y, s, o, w, b)
+        return loss, xg, gsum, d, hessian(D, d)
+    n, p = D.shape
+    k = max(1, min(len(D.row_bounds) - 1, 32, _ACC_BUDGET // max(p * p, 1)))
+    bounds = _balanced(D.X.indptr, k)
+    sums = np.zeros((k, 2))
+    d = np.empty(n)
+    accg, acch, accd = _acc(k, p), np.zeros((k, p, p)), _acc(k, p)
+    M = D.X
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    _csr_rows_newton(
+        M.indptr, M.indices, M.data, y, s, o, w, float(b), bounds, sums, d, accg, acch, accd
+    )
+    H = acch.sum(axis=0)
+    pieces = (0.5 * (H + H.T), accd.sum(axis=0), float(d.sum()))
+    return float(sums[:, 0].sum()), accg.sum(axis=0), float(sums[:, 1].sum()), d, pieces
 
 
 @_threaded

@@ -152,10 +152,12 @@ class LogisticSums(Protocol):
         """``(sum s, X^T s, (X * X)^T s, sum s y)``."""
 
     def value_grad(
-        self, w: np.ndarray, b: float, *, diag: bool = False
+        self, w: np.ndarray, b: float, *, diag: bool = False, hessian: bool = False
     ) -> tuple[float, np.ndarray, float, Any, tuple[float, np.ndarray, np.ndarray] | None]:
         """``(sum s loss, X^T (s g), sum s g, state, diagonal)`` at ``(w, b)``; the
-        diagonal sums ``(sum D, X^T D, (X * X)^T D)`` only when ``diag`` (else None)."""
+        diagonal sums ``(sum D, X^T D, (X * X)^T D)`` only when ``diag`` (else None).
+        ``hessian`` announces that :meth:`hessian` will follow at this point (it may be
+        computed in the same pass)."""
 
     def hess_vec(self, state: Any, v: np.ndarray, vb: float) -> tuple[np.ndarray, float]:
         """``(X^T D (X v + vb), sum D (X v + vb))``, ``D`` the curvatures of ``state``."""
@@ -208,20 +210,25 @@ class InMemoryLogistic:
         return total, xs, xxs, float(self.s @ self.y)
 
     def value_grad(
-        self, w: np.ndarray, b: float, *, diag: bool = False
+        self, w: np.ndarray, b: float, *, diag: bool = False, hessian: bool = False
     ) -> tuple[float, np.ndarray, float, Any, tuple[float, np.ndarray, np.ndarray] | None]:
-        """Loss and gradient sums at ``(w, b)``; the state is the rows' curvatures."""
-        loss, xg, gsum, d, xd = fk.value_grad(self.X, self.y, self.s, self.o, w, b, diag=diag)
+        """Loss and gradient sums at ``(w, b)``; the state is the rows' curvatures (and,
+        with ``hessian``, the Hessian, summed in the same pass)."""
+        X, y, s, o = self.X, self.y, self.s, self.o
+        if hessian:
+            loss, xg, gsum, d, pieces = fk.value_grad_hessian(X, y, s, o, w, b)
+            return loss, xg, gsum, (d, pieces), None
+        loss, xg, gsum, d, xd = fk.value_grad(X, y, s, o, w, b, diag=diag)
         sums = (float(d.sum()), xd[0], xd[1]) if xd is not None else None
-        return loss, xg, gsum, d, sums
+        return loss, xg, gsum, (d, None), sums
 
     def hess_vec(self, state: Any, v: np.ndarray, vb: float) -> tuple[np.ndarray, float]:
         """Hessian of the loss sum (at the state's point) applied to ``(v, vb)``."""
-        return fk.hess_vec(self.X, state, v, vb)
+        return fk.hess_vec(self.X, state[0], v, vb)
 
     def hessian(self, state: Any) -> tuple[np.ndarray, np.ndarray, float]:
         """Hessian pieces of the loss sum at the state's point."""
-        return fk.hessian(self.X, state)
+        return state[1] if state[1] is not None else fk.hessian(self.X, state[0])
 
 
 def logistic_objective(
@@ -359,8 +366,10 @@ class _ScaledProblem:
         scale[~(scale > 1e-150)] = 1.0
         self.scale = scale
         self.n_passes = 0
-        #: Whether evaluations also sum the Hessian's diagonal (for the trust-region method).
+        #: Whether evaluations also sum the Hessian's diagonal (for the trust-region method)
+        #: or the Hessian itself (for Newton's method).
         self.want_diag = False
+        self.want_hessian = False
 
     def split(self, theta: np.ndarray) -> tuple[np.ndarray, float]:
         w = theta[: self.p] / self.scale
@@ -376,7 +385,9 @@ class _ScaledProblem:
 
     def fg(self, theta: np.ndarray) -> tuple[float, np.ndarray, Any]:
         w, b = self.split(theta)
-        loss, xg, gsum, state, diag = self.data.value_grad(w, b, diag=self.want_diag)
+        loss, xg, gsum, state, diag = self.data.value_grad(
+            w, b, diag=self.want_diag, hessian=self.want_hessian
+        )
         self.n_passes += 1
         dw, db = w - self.mu, b - self.b_mu
         value = loss + 0.5 * float((self.prec * dw) @ dw) + 0.5 * self.il2 * db * db
@@ -412,7 +423,7 @@ class _ScaledProblem:
 
     def hess(self, state: Any) -> np.ndarray:
         xdx, xd, dsum = self.data.hessian(state[0])
-        self.n_passes += 1
+        self.n_passes += 0 if self.want_hessian else 1  # else summed with the gradient
         m, inv = self.mean, 1.0 / self.scale
         hww = xdx - np.outer(xd, m) - np.outer(m, xd) + dsum * np.outer(m, m)
         hww = hww * np.outer(inv, inv)
@@ -465,6 +476,7 @@ def minimize_logistic(
     if method == "lbfgs":
         out = _lbfgs(problem, theta0, tol=tol, objective_tol=objective_tol, max_iter=max_iter)
     elif method == "newton":
+        problem.want_hessian = True
         out = newton(problem, theta0, tol=tol, objective_tol=objective_tol, max_iter=max_iter)
     elif method == "tron":
         problem.want_diag = True
