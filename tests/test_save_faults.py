@@ -161,14 +161,15 @@ def test_full_disk_through_the_command_line(toy_job, capsys, monkeypatch) -> Non
 
 _WRITER = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     from gdmix import fsutil
     from gdmix.model import GDMixModel
-    source, target, hold = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    source, target, go = sys.argv[1], sys.argv[2], sys.argv[3]
     def hook(name):
-        if name == "tmp_created":
+        if name == "tmp_created" and go != "-":
             print("locked", flush=True)
-            time.sleep(hold)
+            while not os.path.exists(go):  # hold the lock until told to go on
+                time.sleep(0.02)
     fsutil.set_fault_hook(hook)
     GDMixModel.load(source).save(target)
     print("saved", flush=True)
@@ -179,21 +180,26 @@ _WRITER = textwrap.dedent(
 def test_two_concurrent_writers_are_serialised(two_models, tmp_path) -> None:
     old, new, frame = two_models
     target = tmp_path / "model"
+    go = tmp_path / "go"
     first = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(old), str(target), "1.5"],
+        [sys.executable, "-c", _WRITER, str(old), str(target), str(go)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert first.stdout is not None
     assert first.stdout.readline().strip() == "locked"  # the first writer holds the lock
-    second = subprocess.run(
-        [sys.executable, "-c", _WRITER, str(new), str(target), "0"],
-        capture_output=True, text=True, timeout=120,
+    second = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(new), str(target), "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    assert second.stderr is not None
+    waiting = second.stderr.readline()  # it waits, and says for whom
+    go.write_text("go")  # now the first one may finish
     out, err = first.communicate(timeout=120)
-    assert first.returncode == 0 and second.returncode == 0, (err, second.stderr)
-    assert "saved" in out
-    # The second writer waited, said for whom, then replaced the first one's model.
-    assert f"waiting for process {first.pid}" in second.stderr
+    out2, err2 = second.communicate(timeout=120)
+    assert first.returncode == 0 and second.returncode == 0, (err, err2)
+    assert "saved" in out and "saved" in out2
+    assert f"waiting for process {first.pid}" in waiting
+    # The second writer replaced the first one's model once the lock was free.
     np.testing.assert_array_equal(_scores(target, frame), _scores(new, frame))
     assert _leftovers(target) == []
 

@@ -5,6 +5,7 @@ effect ``f`` plus per-entity random effects ``r_i``, trained by block coordinate
 descent.
 """
 
+from gdmix import report
 from gdmix._version import __version__
 from gdmix.config import (
     DataConfig,
@@ -43,5 +44,6 @@ __all__ = [
     "load_config",
     "log_loss",
     "refresh",
+    "report",
     "roc_auc",
 ]

@@ -283,8 +283,44 @@ class GDMixModel:
         return self._score_frame(frame, where)[0]
 
     def predict_proba(self, data: TableLike) -> np.ndarray:
-        """Probability of the positive class for every row."""
+        """Probability of the positive class for every row: ``sigmoid(total)``."""
         return sigmoid(self.score(data)["total"].to_numpy())
+
+    # -- inspection ------------------------------------------------------------
+    def summary(self, *, as_dict: bool = False, top: int = 10) -> str | dict[str, Any]:
+        """One screen of text (or, with ``as_dict``, a JSON-ready dict) about the model:
+        provenance, metrics, every coordinate's size and hyper-parameters, the training
+        history pass by pass, the fixed effect's largest coefficients and, per random
+        effect, the spread of its intercepts and coefficients and their shrinkage
+        (see :mod:`gdmix.summary`)."""
+        from gdmix.summary import model_summary, render_summary
+
+        info = model_summary(self, top=top)
+        return info if as_dict else render_summary(info)
+
+    def coefficient_table(self, name: str) -> pd.DataFrame:
+        """A linear coordinate's coefficients with feature names.
+
+        A fixed effect gives ``feature``, ``coefficient`` (the intercept first). A random
+        effect gives one row per entity with a model: ``entity_id``, ``n_rows``,
+        ``intercept`` and one column per feature (a wide sparse shard: one row per stored
+        coefficient, ``entity_id``, ``feature``, ``coefficient``).
+
+        Raises
+        ------
+        KeyError
+            When the model has no coordinate ``name``.
+        TypeError
+            When the coordinate is not linear (deep, GBDT).
+        """
+        coord = self[name]
+        if coord.kind == "fixed":
+            return coord.coefficient_table()  # type: ignore[attr-defined]
+        if coord.kind == "random":
+            from gdmix.summary import random_effect_table
+
+            return random_effect_table(coord)
+        raise TypeError(f"coordinate '{name}' is a {coord.kind} effect: it has no coefficients")
 
     def evaluate(
         self, data: TableLike, *, group_by: list[str] | None = None, where: str = "evaluation data"

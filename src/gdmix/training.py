@@ -28,6 +28,7 @@ from gdmix.data.roles import RoleColumns, extract_roles
 from gdmix.effects.base import Coordinate, Validation
 from gdmix.effects.prior_estimation import fit_with_estimated_prior, others_terms
 from gdmix.errors import ConfigError
+from gdmix.history import finish_record, new_record
 from gdmix.losses import logistic_loss
 from gdmix.metrics import BinaryEvaluator
 from gdmix.model import GDMixModel, load_saved_coordinate, make_coordinate
@@ -116,9 +117,13 @@ def _goodness(metrics: dict[str, float], metric: str) -> float:
 def log_callback(record: dict[str, Any]) -> None:
     """Callback that logs one line per coordinate update (logger ``gdmix``, INFO)."""
     parts = [f"pass {record['pass']}", record["coordinate"]]
-    parts += [f"{k}={v:g}" for k, v in record["params"].items() if v is not None]
+    for k, v in record["params"].items():
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            parts.append(f"{k}={v:g}")
+        elif isinstance(v, list):  # one value per feature
+            parts.append(f"{k}=[{', '.join(f'{x:.3g}' for x in v)}]")
     for key in ("train_auc", "validation_auc", "validation_log_loss"):
-        if key in record:
+        if record.get(key) is not None:
             parts.append(f"{key}={record[key]:.4f}")
     parts.append(f"{record['seconds']:.2f}s")
     logger.info("  ".join(parts))
@@ -218,7 +223,8 @@ class _Trainer:
         choose_on_train = selection is self.train and len(candidates) > 1
         skip_train = deferred or not (train_metrics or choose_on_train)
         best: tuple[float, dict[str, Any], dict[str, np.ndarray], dict[str, Any]] | None = None
-        for params in candidates:
+        records: list[dict[str, Any]] = []
+        for candidate, params in enumerate(candidates):
             start = time.perf_counter()
             if "auto" in params.values():  # the prior is estimated, not searched
                 t = self.train
@@ -242,7 +248,7 @@ class _Trainer:
                 )
             seconds = time.perf_counter() - start
             new_scores = {t.name: coord.score(t.designs[coord.name]) for t in self._tables()}
-            record: dict[str, Any] = {"pass": pass_no, "coordinate": coord.name, "params": params}
+            record = new_record(pass_no, coord, params, candidate)
             goodness = -np.inf
             for t in self._tables():
                 if skip_train and t is self.train:
@@ -254,13 +260,17 @@ class _Trainer:
                     goodness = _goodness(m, metric)
             record.update(seconds=seconds, **diag)
             _check_convergence(coord, record, new_scores[self.train.name])
+            finish_record(record)
             self.history.append(record)
+            records.append(record)
             for cb in self.callbacks:
                 cb(record)
             if best is None or goodness > best[0]:
                 state = coord.get_state() if len(candidates) > 1 else {}
                 best = (goodness, state, new_scores, record)
         assert best is not None
+        for r in records:
+            r["selected"] = r is best[3]
         if len(candidates) > 1:
             coord.set_state(best[1])
             logger.info("  %s: selected %s", coord.name, coord.params)

@@ -10,7 +10,8 @@ NAME = "score"
 HELP = "score a table with a saved model"
 DESCRIPTION = """\
 Write one row per input row: the uid column (when the model has one and the data holds
-it), each coordinate's score, the offset, and 'total' (the logit). Entities unseen in
+it), each coordinate's score, the offset, 'total' (the logit), and with
+--output-probabilities 'probability' (sigmoid of the total). Entities unseen in
 training contribute 0. Only the columns the model's coordinates read (and the offset)
 are needed: no label, weight or uid.
 
@@ -28,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, type=Path, help="output .parquet or .csv")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument(
+        "--output-probabilities",
+        action="store_true",
+        help="also write 'probability' = sigmoid(total) for every row",
+    )
+    parser.add_argument(
         "--trust-custom-code",
         action="store_true",
         help="allow the model to import the custom PyTorch module its manifest names",
@@ -42,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.output, overwrite=args.overwrite, inputs=[args.data, args.model])
     model = GDMixModel.load(args.model, trust_custom_code=args.trust_custom_code)
     scores = model.score(args.data)
+    if args.output_probabilities:
+        from gdmix.losses import sigmoid
+
+        scores["probability"] = sigmoid(scores["total"].to_numpy())
     write_table(scores, args.output, overwrite=args.overwrite)
     logger.info("wrote %d rows to %s", len(scores), args.output)
     return 0

@@ -45,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow init_model folders to name custom PyTorch modules to import",
     )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="also write report.html into the model directory (plots; the test table's\n"
+        "calibration and accuracy when the config names one)",
+    )
     parser.add_argument("--n-threads", type=int, help="threads for per-entity solves")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument(
@@ -130,11 +136,20 @@ def run(args: argparse.Namespace) -> int:
         model.save(output, overwrite=args.overwrite)
         logger.info("model saved to %s", output)
         report["model"] = str(output)
+        saved = output
     else:
         from gdmix.store import ModelStore
 
         store = ModelStore(args.store)
         version = store.publish(model.write_into, promote=True, reason="gdmix train")
-        report.update(model=str(store.path(version)), version=version)
+        saved = store.path(version)
+        report.update(model=str(saved), version=version)
+    if args.report:
+        from gdmix.report import write_report
+
+        path = write_report(model, Path(saved) / "report.html", config.data.test,
+                            inside_model=True)  # fmt: skip
+        logger.info("report written to %s", path)
+        report["report"] = str(path)
     print(json.dumps({**report, **model.metrics}, indent=2, default=str))
     return 0

@@ -43,6 +43,7 @@ from gdmix.effects.random_table import RandomEffectArrays
 from gdmix.engines.buckets import entity_buckets
 from gdmix.errors import ConfigError, DataError
 from gdmix.fsutil import fresh_work_folder
+from gdmix.history import finish_record, new_record
 from gdmix.losses import logistic_loss
 from gdmix.metrics import evaluate as evaluate_scores
 from gdmix.model import GDMixModel, load_saved_coordinate, make_coordinate
@@ -582,14 +583,11 @@ class _DaskTrainer:
                 else:
                     assert isinstance(coord, RandomEffect)
                     diag = self._fit_random(coord, offsets)
-                record = {
-                    "pass": pass_no,
-                    "coordinate": coord.name,
-                    "params": coord.params,
-                    **self._metrics(),
-                    "seconds": time.perf_counter() - start,
-                    **diag,
-                }
+                record = new_record(pass_no, coord, coord.params)
+                record.update(self._metrics(), seconds=time.perf_counter() - start, **diag)
+                if "n_entities" in diag:
+                    record["converged"] = diag.get("n_converged") == diag["n_entities"]
+                finish_record(record)
                 self.history.append(record)
                 for cb in self.callbacks:
                     cb(record)
