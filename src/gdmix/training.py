@@ -29,8 +29,7 @@ from gdmix.effects.base import Coordinate, Validation
 from gdmix.effects.prior_estimation import fit_with_estimated_prior, others_terms
 from gdmix.errors import ConfigError
 from gdmix.history import finish_record, new_record
-from gdmix.losses import logistic_loss
-from gdmix.metrics import BinaryEvaluator
+from gdmix.metrics import BinaryEvaluator, _logit_loss_sum
 from gdmix.model import GDMixModel, load_saved_coordinate, make_coordinate
 from gdmix.solvers.jit_cache import announce_compilation
 
@@ -291,7 +290,7 @@ class _Trainer:
         tc = self.config.training
         best_goodness = -np.inf
         best_snapshot: list[Any] | None = None
-        objective = self._objective()
+        objective = self._objective() if self.validation is None else 0.0
         self.stopped = {"reason": "n_passes", "pass": tc.n_passes}
         for pass_no in range(1, tc.n_passes + 1):
             for coord in self.coords:
@@ -325,7 +324,7 @@ class _Trainer:
         """Training objective: weighted log loss of the total plus every penalty."""
         t = self.train
         assert t.roles.y is not None
-        loss = float(np.dot(t.roles.weight, logistic_loss(t.roles.y, t.total())))
+        loss = _logit_loss_sum(t.roles.y, t.total(), t.roles.weight, True)  # compiled
         return loss + sum(c.penalty() for c in self.coords)
 
     def _snapshot(self) -> list[Any]:

@@ -77,7 +77,10 @@ def read_table(
                 if missing:
                     raise DataError(f"{path}: missing column(s) {missing}")
                 wanted = [c for c in wanted if c in available]
-            return pq.read_table(path, columns=wanted).to_pandas()
+            # Arrow's buffers are released column by column as pandas takes them over:
+            # the peak is about one copy of the table, not two.
+            table = pq.read_table(path, columns=wanted)
+            return table.to_pandas(self_destruct=True)
         if name.endswith(_CSV):
             frame = pd.read_csv(path, encoding="utf-8")
             if wanted is not None:
