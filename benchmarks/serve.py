@@ -3,8 +3,8 @@ service that calls ``model.score(pandas.DataFrame)`` per request.
 
 Usage::
 
-    python benchmarks/serve.py [--users 1000000] [--items 100000] [--requests 60000]
-        [--concurrency 2] [--publish-every 1.2] [--publisher-nice 10]
+    python benchmarks/serve.py [--users 1000000] [--items 100000] [--requests 100000]
+        [--concurrency 2] [--publish-every 1.0] [--publisher-nice 10]
         [--entities-10m 10000000] [--seed 0]
 
 What it does, on 127.0.0.1 only:
@@ -309,10 +309,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--items", type=int, default=100_000)
-    parser.add_argument("--requests", type=int, default=60_000)
+    parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--baseline-requests", type=int, default=2_000)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--publish-every", type=float, default=1.2)
+    parser.add_argument("--publish-every", type=float, default=1.0)
     parser.add_argument(
         "--publisher-nice",
         type=int,
