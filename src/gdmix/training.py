@@ -140,8 +140,6 @@ class _Trainer:
         self.config = config
         self.callbacks = callbacks
         self.stopped: dict[str, Any] = {}
-        if any(cc.type == "random" and not cc.locked for cc in config.coordinates):
-            announce_compilation()
         tc = config.training
         roles = extract_roles(train, config.data, "training data", need_label=True)
         self.coords: list[Coordinate] = []
@@ -223,6 +221,8 @@ class _Trainer:
         skip_train = deferred or not (train_metrics or choose_on_train)
         best: tuple[float, dict[str, Any], dict[str, np.ndarray], dict[str, Any]] | None = None
         records: list[dict[str, Any]] = []
+        if coord.kind in ("fixed", "random"):  # every input check has passed by now
+            announce_compilation()
         for candidate, params in enumerate(candidates):
             start = time.perf_counter()
             if "auto" in params.values():  # the prior is estimated, not searched

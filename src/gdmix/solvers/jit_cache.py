@@ -15,8 +15,9 @@ __all__ = ["announce_compilation", "uncached_kernels"]
 
 logger = logging.getLogger("gdmix")
 
-_MODULES = ("gdmix.losses", "gdmix.solvers.newton", "gdmix.solvers.lockstep",
-            "gdmix.solvers.subspace")  # fmt: skip
+_MODULES = ("gdmix.losses", "gdmix.metrics", "gdmix.data.layout", "gdmix.data.features",
+            "gdmix.solvers.newton", "gdmix.solvers.lockstep", "gdmix.solvers.subspace",
+            "gdmix.solvers.fixed_kernels", "gdmix.solvers.laplace")  # fmt: skip
 _announced = False
 
 
@@ -42,7 +43,8 @@ def uncached_kernels() -> tuple[list[str], list[str], str | None]:
 
 
 def announce_compilation() -> None:
-    """Log (once per process) that kernels are being compiled, when none is cached yet.
+    """Log (once per process, at INFO: the command line shows it unless ``--quiet``) that
+    kernels are being compiled, when none is cached yet.
 
     A job compiles only the kernels it uses, so some may stay uncached for good (the wide
     shard kernels, in a job without wide shards); a cache holding any of gdmix's kernels
@@ -57,7 +59,7 @@ def announce_compilation() -> None:
     except Exception:  # numba internals moved: say nothing rather than fail
         return
     if missing and not cached:
-        logger.warning(
+        logger.info(
             "compiling gdmix's kernels (%d of them); this happens once and takes about a "
             "minute; they are cached in %s",
             len(missing), folder,
