@@ -77,10 +77,14 @@ class FixedLinearEffect(Coordinate):
         """Data columns this coordinate reads."""
         return self.config.features.columns()
 
-    def design(self, frame: pd.DataFrame, where: str, *, training: bool = False) -> sp.csr_matrix:
-        """CSR design of ``frame`` over the coordinate's feature index map."""
+    def design(
+        self, frame: pd.DataFrame, where: str, *, training: bool = False
+    ) -> np.ndarray | sp.csr_matrix:
+        """Design of ``frame`` over the coordinate's feature index map: the table's own
+        dense block for a shard of numeric columns only (no copy where the columns are
+        one float block), a CSR matrix otherwise."""
         assert self.features is not None
-        return self.features.transform(frame, f"{where}, coordinate '{self.name}'")
+        return self.features.encode(frame, f"{where}, coordinate '{self.name}'")
 
     def fit(
         self,
