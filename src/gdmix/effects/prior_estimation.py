@@ -159,13 +159,7 @@ class _Problem:
 
     def precisions(self) -> tuple[np.ndarray, np.ndarray]:
         """Slope precisions (n, d) and intercept precisions (n,) of the current fit."""
-        coord = self.coord
-        n = coord.coef.shape[0]
-        prior = coord._prior(coord.l2_vector(), coord.intercept_l2)
-        if prior is not None:
-            return prior.precision, prior.intercept_precision
-        return (np.broadcast_to(coord.l2_vector(), (n, self.d)).copy(),
-                np.full(n, coord.intercept_l2))  # fmt: skip
+        return _precisions(self.coord)
 
     def terms(self, *, refresh_others: bool = True) -> tuple[LaplaceTerms, float]:
         """The Laplace terms at the current fit, and the other random effects' share of
@@ -494,14 +488,7 @@ def others_terms(
                 yy, ww, oo = y[design.order], weight[design.order], off[design.order]
             if design.weight_multiplier is not None:
                 ww = ww * design.weight_multiplier
-            n, d = c.coef.shape
-            prior = c._prior(c.l2_vector(), c.intercept_l2)
-            prec = (
-                prior.precision
-                if prior is not None
-                else np.broadcast_to(c.l2_vector(), (n, d)).copy()
-            )
-            prec_b = prior.intercept_precision if prior is not None else np.full(n, c.intercept_l2)
+            prec, prec_b = _precisions(c)
             entities = np.flatnonzero(c.trainable).astype(np.int64)
             yy, ww, oo = (np.ascontiguousarray(v, dtype=np.float64) for v in (yy, ww, oo))
             terms = laplace_terms(
@@ -516,6 +503,16 @@ def others_terms(
         return rho, value
 
     return share
+
+
+def _precisions(coord: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Every entity's prior precisions: slopes ``(n, d)`` and intercepts ``(n,)`` (the
+    previous model's posterior in incremental training, else the coordinate's ``l2``)."""
+    n, d = coord.coef.shape
+    prior = coord._prior(coord.l2_vector(), coord.intercept_l2)
+    if prior is not None:
+        return prior.precision, prior.intercept_precision
+    return np.broadcast_to(coord.l2_vector(), (n, d)).copy(), np.full(n, coord.intercept_l2)
 
 
 def _dense_random(coord: Any, design: Any) -> bool:
