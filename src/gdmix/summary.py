@@ -26,6 +26,7 @@ __all__ = [
     "random_effect_table",
     "render_entity",
     "render_summary",
+    "row_norms",
 ]
 
 #: Bins of rows per entity (left edges) of the shrinkage tables.
@@ -47,7 +48,8 @@ def _quantiles(values: np.ndarray) -> dict[str, float]:
     }
 
 
-def _row_norms(coef: np.ndarray | sp.csr_matrix) -> np.ndarray:
+def row_norms(coef: np.ndarray | sp.csr_matrix) -> np.ndarray:
+    """Euclidean norm of every row (every entity's coefficient vector), dense or CSR."""
     if sp.issparse(coef):
         return np.sqrt(np.asarray(coef.multiply(coef).sum(axis=1)).ravel())
     return np.sqrt((np.asarray(coef) ** 2).sum(axis=1)) if coef.shape[1] else np.zeros(len(coef))
@@ -91,7 +93,7 @@ def _coordinate(coord: Any, top: int) -> dict[str, Any]:
         keep = np.flatnonzero(coord.has_model)
         n_rows = coord.n_rows[keep]
         intercept = coord.intercept[keep]
-        norms = _row_norms(coord.coef[keep])
+        norms = row_norms(coord.coef[keep])
         info.update(
             entity=coord.config.entity,
             entity_key=coord.key_kind,

@@ -137,10 +137,12 @@ def check_output_file(
     *,
     overwrite: bool = False,
     inputs: list[str | os.PathLike[str]] | None = None,
+    table: bool = True,
 ) -> Path:
-    """Check, before any work, that a table may be written at ``path``.
+    """Check, before any work, that a table (or, with ``table=False``, any other output
+    file) may be written at ``path``.
 
-    The extension must name a format; an existing file is refused unless ``overwrite``;
+    A table's extension must name a format; an existing file is refused unless ``overwrite``;
     a folder, one of ``inputs`` (or a file inside an input folder), or a file inside a
     gdmix model directory is refused always; the folder must be writable.
 
@@ -162,7 +164,8 @@ def check_output_file(
     model = _inside_model(path)
     if model is not None:
         raise OutputError(f"{path} lies inside the gdmix model directory {model}; write elsewhere")
-    output_format(path)
+    if table:
+        output_format(path)
     if path.exists() and not overwrite:
         raise OutputError(f"{path} exists; pass --overwrite (overwrite=True) to replace it")
     check_writable_parent(path)

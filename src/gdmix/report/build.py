@@ -19,7 +19,7 @@ from gdmix.fsutil import sibling
 from gdmix.losses import logistic_loss, sigmoid
 from gdmix.metrics import roc_auc
 from gdmix.report import plots
-from gdmix.summary import model_summary, render_summary
+from gdmix.summary import model_summary, render_summary, row_norms
 
 __all__ = ["build_report", "write_report"]
 
@@ -135,16 +135,7 @@ def _random_effects(report: _Report, model: Any, summary: dict[str, Any]) -> Non
         coord = model[info["name"]]
         keep = np.flatnonzero(coord.has_model)
         report.h2(f"Random effect '{info['name']}' ({info['n_entities']:,} entities)")
-        norms = np.sqrt(
-            (
-                np.asarray(
-                    coord.coef[keep].toarray()
-                    if hasattr(coord.coef, "toarray")
-                    else coord.coef[keep]
-                )
-                ** 2
-            ).sum(axis=1)
-        )
+        norms = row_norms(coord.coef[keep])
         panels = [
             ("rows per entity", coord.n_rows[keep], True),
             ("intercepts", coord.intercept[keep], False),
@@ -316,9 +307,7 @@ def write_report(
     if not path.name.lower().endswith((".html", ".htm")):
         raise OutputError(f"{path}: a report is an .html file")
     if not inside_model:
-        check_output_file(path.with_suffix(".csv"), overwrite=True)  # the folder rules
-        if path.exists() and not overwrite:
-            raise OutputError(f"{path} exists; pass --overwrite (overwrite=True) to replace it")
+        check_output_file(path, overwrite=overwrite, table=False)
     text = build_report(model, data)
     tmp = sibling(path, "tmp")
     try:
