@@ -36,6 +36,7 @@ __all__ = [
     "RandomEffectConfig",
     "StrictYAMLLoader",
     "TrainingConfig",
+    "coordinate_columns",
     "format_validation_error",
     "load_config",
     "model_output",
@@ -399,6 +400,15 @@ class GDMixConfig(StrictModel):
         return self.model_copy(
             update={"data": data, "coordinates": coords, "output": fix(self.output)}
         )
+
+
+def coordinate_columns(config: Any, *, entity: bool = True) -> list[str]:
+    """Data columns a coordinate config reads: its entity column (a random effect's;
+    unless ``entity`` is False), its feature columns and its text column (deep)."""
+    ent = getattr(config, "entity", None) if entity else None
+    text = getattr(config, "text", None)
+    return [*([ent] if ent else []), *config.features.columns(),
+            *([text.column] if text is not None else [])]  # fmt: skip
 
 
 def format_validation_error(err: ValidationError, where: str = "config") -> str:

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from gdmix.config import GDMixConfig, parse_config
+from gdmix.config import GDMixConfig, coordinate_columns, parse_config
 from gdmix.data.column_kinds import check_column_kinds
 from gdmix.data.io import TableLike, read_table
 from gdmix.data.roles import extract_roles
@@ -173,10 +173,7 @@ def _check_window(
     columns: list[str] = []
     numeric: set[str] = set()
     for c in config.coordinates:
-        entity = getattr(c, "entity", None)
-        text = getattr(c, "text", None)
-        columns += [*([entity] if entity else []), *c.features.columns(),
-                    *([text.column] if text is not None else [])]  # fmt: skip
+        columns += coordinate_columns(c)
         numeric |= set(c.features.numeric)
     if config.data.offset is not None:
         columns.append(config.data.offset)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from gdmix.config import GDMixConfig
+from gdmix.config import GDMixConfig, coordinate_columns
 from gdmix.data.column_kinds import check_column_kinds, column_kinds
 from gdmix.data.io import TableLike, read_table
 from gdmix.data.roles import RoleColumns, extract_roles
@@ -167,7 +167,9 @@ class _Trainer:
                 coord.progress_factory = _progress_factory(tc.progress)
             self.coords.append(coord)
         self.train = self._prepare("training data", train, roles, training=True)
-        feature_columns = [col for cc in config.coordinates for col in _feature_columns(cc)]
+        feature_columns = [
+            col for cc in config.coordinates for col in coordinate_columns(cc, entity=False)
+        ]
         self.column_kinds = column_kinds(train, list(dict.fromkeys(feature_columns)))
         self.validation = None
         if validation is not None:
@@ -376,12 +378,6 @@ class _Trainer:
             history=self.history,
             column_kinds=self.column_kinds,
         )
-
-
-def _feature_columns(config: Any) -> list[str]:
-    """Feature columns a coordinate reads (its text column too)."""
-    text = getattr(config, "text", None)
-    return [*config.features.columns(), *([text.column] if text is not None else [])]
 
 
 #: A coordinate whose scores reach this size (a probability within 1e-15 of 0 or 1) is

@@ -120,13 +120,7 @@ class _Problem:
     ) -> None:
         self.coord, self.design, self.fit_fn, self.others = coord, design, fit, others
         self.per_feature = per_feature
-        if design.order is not None:
-            y, weight, offset = y[design.order], weight[design.order], offset[design.order]
-        if design.weight_multiplier is not None:
-            weight = weight * design.weight_multiplier
-        self.y = np.ascontiguousarray(y, dtype=np.float64)
-        self.w = np.ascontiguousarray(weight, dtype=np.float64)
-        self.o = np.ascontiguousarray(offset, dtype=np.float64)
+        self.y, self.w, self.o = _design_rows(design, y, weight, offset)
         self.arrays = design_arrays(design.X)
         self.entities = np.flatnonzero(coord.trainable).astype(np.int64)
         self.d = coord.coef.shape[1]
@@ -483,14 +477,9 @@ def others_terms(
         for c in others:
             design = designs[c.name]
             off = base + mine - scores[c.name]
-            yy, ww, oo = y, weight, off
-            if design.order is not None:
-                yy, ww, oo = y[design.order], weight[design.order], off[design.order]
-            if design.weight_multiplier is not None:
-                ww = ww * design.weight_multiplier
+            yy, ww, oo = _design_rows(design, y, weight, off)
             prec, prec_b = _precisions(c)
             entities = np.flatnonzero(c.trainable).astype(np.int64)
-            yy, ww, oo = (np.ascontiguousarray(v, dtype=np.float64) for v in (yy, ww, oo))
             terms = laplace_terms(
                 design_arrays(design.X), design.perm, design.starts, yy, ww, oo, entities,
                 c.coef, c.intercept, prec, prec_b, fit_intercept=bool(c.config.intercept),
@@ -503,6 +492,18 @@ def others_terms(
         return rho, value
 
     return share
+
+
+def _design_rows(
+    design: Any, y: np.ndarray, weight: np.ndarray, offset: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, weights (down-sampling included) and offsets of a training design's rows,
+    in the design's row order, as contiguous float64 (what the compiled passes read)."""
+    if design.order is not None:
+        y, weight, offset = y[design.order], weight[design.order], offset[design.order]
+    if design.weight_multiplier is not None:
+        weight = weight * design.weight_multiplier
+    return tuple(np.ascontiguousarray(v, dtype=np.float64) for v in (y, weight, offset))  # type: ignore[return-value]
 
 
 def _precisions(coord: Any) -> tuple[np.ndarray, np.ndarray]:
