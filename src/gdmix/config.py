@@ -34,6 +34,7 @@ __all__ = [
     "FixedEffectConfig",
     "GDMixConfig",
     "RandomEffectConfig",
+    "StreamingConfig",
     "StrictYAMLLoader",
     "TrainingConfig",
     "coordinate_columns",
@@ -271,6 +272,32 @@ class DaskConfig(StrictModel):
     scores_output: str | None = None
 
 
+class StreamingConfig(StrictModel):
+    """Settings of the streaming engine (training from Parquet larger than memory).
+
+    Attributes
+    ----------
+    work_dir : str or None
+        Folder for the engine's scratch files (the fixed effects' designs in row order,
+        the random effects' bucket files, per-pass coefficients): about the size of the
+        training and validation data again. ``None``: a temporary folder, removed when
+        the model object is.
+    n_buckets : int or None
+        Entity buckets per random-effect coordinate; default: from
+        ``training.memory_budget_gb``.
+    batch_rows : int
+        Rows read at a time from the Parquet files.
+    feature_dtype : {"float64", "float32"}
+        Storage type of a fixed effect's numeric design on disk: ``float32`` halves the
+        scratch files and the data read per optimiser step (the sums stay float64).
+    """
+
+    work_dir: str | None = None
+    n_buckets: int | None = Field(default=None, ge=1)
+    batch_rows: int = Field(default=1_000_000, ge=1)
+    feature_dtype: Literal["float64", "float32"] = "float64"
+
+
 class TrainingConfig(StrictModel):
     """Block coordinate descent settings.
 
@@ -303,12 +330,20 @@ class TrainingConfig(StrictModel):
         Threads for the per-entity solvers; ``None`` uses every core.
     progress : bool
         Show progress bars.
-    engine : {"local", "dask"}
+    engine : {"local", "dask", "streaming"}
         ``local``: this process (threads for the per-entity solvers). ``dask``: the same
-        solvers on a ``dask.distributed`` cluster (see :class:`DaskConfig`); the model
-        is the same format and scores with either engine.
+        solvers on a ``dask.distributed`` cluster (see :class:`DaskConfig`).
+        ``streaming``: this process, from Parquet files larger than memory (see
+        :class:`StreamingConfig` and docs/config.md for the options it takes). The
+        model is the same format and scores with any engine.
+    memory_budget_gb : float or None
+        Memory the training data may take. With ``engine: local``, training from
+        Parquet files whose features would take more than this in memory switches to
+        the streaming engine; the streaming engine sizes its buckets by it (default 4).
     dask : DaskConfig
         Cluster settings for ``engine: dask``.
+    streaming : StreamingConfig
+        Settings of ``engine: streaming``.
     """
 
     n_passes: int = Field(default=1, ge=1)
@@ -320,8 +355,10 @@ class TrainingConfig(StrictModel):
     train_metrics: Literal["auto", "always", "never"] = "auto"
     n_threads: int | None = Field(default=None, ge=1)
     progress: bool = True
-    engine: Literal["local", "dask"] = "local"
+    engine: Literal["local", "dask", "streaming"] = "local"
+    memory_budget_gb: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     dask: DaskConfig = Field(default_factory=DaskConfig)
+    streaming: StreamingConfig = Field(default_factory=StreamingConfig)
 
 
 class GDMixConfig(StrictModel):
@@ -397,8 +434,17 @@ class GDMixConfig(StrictModel):
             update={k: fix(getattr(self.data, k)) for k in ("train", "validation", "test")}
         )
         coords = [c.model_copy(update={"init_model": fix(c.init_model)}) for c in self.coordinates]
+        streaming = self.training.streaming
+        training = self.training.model_copy(
+            update={"streaming": streaming.model_copy(update={"work_dir": fix(streaming.work_dir)})}
+        )
         return self.model_copy(
-            update={"data": data, "coordinates": coords, "output": fix(self.output)}
+            update={
+                "data": data,
+                "coordinates": coords,
+                "training": training,
+                "output": fix(self.output),
+            }
         )
 
 

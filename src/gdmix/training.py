@@ -487,7 +487,22 @@ def fit(
         )
     if callbacks is not None and not all(callable(cb) for cb in callbacks):
         raise TypeError("callbacks must be a list of callables taking one record (a dict)")
-    if config.training.engine == "dask":
+    engine = config.training.engine
+    if engine == "local" and config.training.memory_budget_gb is not None:
+        from gdmix.engines.streaming_model import needs_streaming
+
+        if needs_streaming(config, train if train is not None else config.data.train):
+            logger.info(
+                "the training data exceed training.memory_budget_gb (%s GB) in memory: "
+                "training with the streaming engine",
+                config.training.memory_budget_gb,
+            )
+            engine = "streaming"
+    if engine == "streaming":
+        from gdmix.engines.streaming_model import fit_streaming
+
+        return fit_streaming(config, train, validation, callbacks=callbacks)
+    if engine == "dask":
         from gdmix.engines.dask_engine import fit_dask
 
         return fit_dask(

@@ -24,7 +24,13 @@ from gdmix.data.entity_keys import int_like
 from gdmix.errors import DataError
 from gdmix.fsutil import fresh_work_folder
 
-__all__ = ["BucketFiles", "entity_buckets", "n_buckets_for", "partition_by_entity"]
+__all__ = [
+    "BucketFiles",
+    "BucketWriter",
+    "entity_buckets",
+    "n_buckets_for",
+    "partition_by_entity",
+]
 
 
 def entity_buckets(ids: np.ndarray | pd.Series | pa.Array, n_buckets: int) -> np.ndarray:
@@ -131,33 +137,73 @@ def partition_by_entity(
     missing = [c for c in cols if c not in dataset.schema.names]
     if missing:
         raise DataError(f"{source}: missing column(s) {missing}")
-    out = fresh_work_folder(folder)
-    files = BucketFiles(out, n_buckets, np.zeros(n_buckets, dtype=np.int64))
-    writers: dict[int, pq.ParquetWriter] = {}
-    try:
+    with BucketWriter(folder, entity, n_buckets, where=f"{source}") as writer:
         for batch in _batches(dataset, cols, batch_rows):
-            ids = batch.column(entity)
-            if ids.null_count:
-                raise DataError(f"{source}: entity column '{entity}' has null ids")
             if on_batch is not None:
                 on_batch(batch.to_pandas())
-            buckets = entity_buckets(ids, n_buckets)
-            order = np.argsort(buckets, kind="stable")
-            counts = np.bincount(buckets, minlength=n_buckets)
-            bounds = np.concatenate([[0], np.cumsum(counts)])
-            table = pa.Table.from_batches([batch]).take(pa.array(order))
-            for b in np.flatnonzero(counts):
-                part = table.slice(int(bounds[b]), int(counts[b]))
-                if b not in writers:
-                    writers[b] = pq.ParquetWriter(files.path(int(b)), table.schema)
-                writers[b].write_table(part)
-            files.rows += counts
+            writer.write(batch)
             if progress is not None:
                 progress(batch.num_rows)
-    finally:
+    return writer.files
+
+
+class BucketWriter:
+    """Appends record batches to per-bucket Parquet files, each row to its entity's bucket.
+
+    Parameters
+    ----------
+    folder : path
+        Output folder: new, empty, or made by an earlier run (then emptied); a folder
+        holding other files is refused.
+    entity : str
+        Entity id column of the batches.
+    n_buckets : int
+        Number of buckets.
+    where : str
+        Name of the data in messages.
+
+    Use as a context manager (the files are complete once it exits); :attr:`files`
+    describes them.
+    """
+
+    def __init__(
+        self, folder: str | os.PathLike[str], entity: str, n_buckets: int, *, where: str
+    ) -> None:
+        self.entity, self.where = entity, where
+        out = fresh_work_folder(folder)
+        self.files = BucketFiles(out, n_buckets, np.zeros(n_buckets, dtype=np.int64))
+        self._writers: dict[int, pq.ParquetWriter] = {}
+
+    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        """Append the rows of ``batch`` to their buckets' files."""
+        ids = batch.column(self.entity)
+        if ids.null_count:
+            raise DataError(f"{self.where}: entity column '{self.entity}' has null ids")
+        n_buckets = self.files.n_buckets
+        buckets = entity_buckets(ids, n_buckets)
+        order = np.argsort(buckets, kind="stable")
+        counts = np.bincount(buckets, minlength=n_buckets)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        table = table.take(pa.array(order))
+        for b in np.flatnonzero(counts):
+            part = table.slice(int(bounds[b]), int(counts[b]))
+            if b not in self._writers:
+                self._writers[b] = pq.ParquetWriter(self.files.path(int(b)), table.schema)
+            self._writers[b].write_table(part)
+        self.files.rows += counts
+
+    def close(self) -> None:
+        """Close every bucket file."""
+        writers, self._writers = self._writers, {}
         for w in writers.values():
             w.close()
-    return files
+
+    def __enter__(self) -> BucketWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _batches(dataset: ds.Dataset, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
