@@ -66,9 +66,16 @@ class ChunkStore:
         stop = start + len(weight)
         path = self.folder / f"chunk-{len(self.bounds):05d}"
         path.mkdir()
-        roles = {"weight": weight, "offset": offset}
+        # Only what differs from the defaults is stored: labels as int8 when they are
+        # 0/1, weights unless all 1, offsets unless all 0.
+        roles: dict[str, np.ndarray] = {}
         if y is not None:
-            roles["y"] = y
+            binary = bool(np.all((y == 0) | (y == 1)))
+            roles["y"] = y.astype(np.int8) if binary else y
+        if not np.all(weight == 1.0):
+            roles["weight"] = weight
+        if np.any(offset != 0.0):
+            roles["offset"] = offset
         np.savez(path / "roles.npz", **roles)
         for name, X in designs.items():
             if sp.issparse(X):
@@ -93,9 +100,11 @@ class ChunkStore:
             y = None
             weight = offset = np.zeros(0)
             if roles:
+                n = stop - start
                 with np.load(path / "roles.npz") as z:
-                    weight, offset = z["weight"], z["offset"]
-                    y = z["y"] if "y" in z.files else None
+                    weight = z["weight"] if "weight" in z.files else np.ones(n)
+                    offset = z["offset"] if "offset" in z.files else np.zeros(n)
+                    y = z["y"].astype(np.float64) if "y" in z.files else None
             out: dict[str, Any] = {}
             for name in designs:
                 dense = path / f"{name}.npy"

@@ -504,6 +504,10 @@ class _StreamingJob:
         return self._model(best_pass, stopped)
 
     def _model(self, best_pass: int, stopped: dict[str, Any]) -> GDMixModel:
+        metrics: dict[str, Any] = {"train": self._train_metrics()}
+        val = self._validation_metrics()
+        for table in self._tables():  # the per-row scores are not needed any more
+            table.scores = {}
         coords: list[Any] = []
         for cc in self.config.coordinates:
             if cc.name in self.fixed:
@@ -516,8 +520,6 @@ class _StreamingJob:
             coord = RandomEffect.load(folder, cc, self.params[cc.name])
             coord.train_coverage = self.coverage.get(cc.name)
             coords.append(coord)
-        metrics: dict[str, Any] = {"train": self._train_metrics()}
-        val = self._validation_metrics()
         if val is not None:
             metrics["validation"] = val
             metrics["best_pass"] = best_pass
