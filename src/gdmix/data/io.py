@@ -1,4 +1,9 @@
-"""Readers and writers of tables: Parquet (pyarrow), CSV, or a DataFrame.
+"""Readers and writers of tables: Parquet (pyarrow), CSV, a DataFrame or an Arrow table.
+
+Arrow-typed data reads as users hold it: a ``pyarrow.Table`` becomes a DataFrame as a
+Parquet file does, and a Parquet file written from pandas columns of ``pd.ArrowDtype``
+(lists of structs, dictionaries, strings) gets those dtypes back instead of failing on
+the pandas metadata that names them.
 
 Every failure caused by the file (missing, empty, not UTF-8, not Parquet, a column
 missing) is a :class:`gdmix.errors.DataError`, and every failure to write an output
@@ -11,26 +16,75 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import scipy.sparse as sp
 
 from gdmix.errors import DataError, OutputError
 from gdmix.fsutil import sibling
 
-__all__ = ["TableLike", "check_output_file", "output_format", "read_table", "write_table"]
+__all__ = [
+    "TableLike",
+    "arrow_to_pandas",
+    "check_output_file",
+    "check_table_type",
+    "output_format",
+    "read_table",
+    "write_table",
+]
 
-TableLike = pd.DataFrame | str | os.PathLike[str]
+TableLike = pd.DataFrame | pa.Table | str | os.PathLike[str]
 _PARQUET = (".parquet", ".pq")
 _CSV = (".csv", ".csv.gz")
+_TABLE_TYPES = (
+    "a pandas DataFrame, a pyarrow Table, or the path of a Parquet file, Parquet folder or CSV file"
+)
 
 
-def _check_source(source: object) -> None:
-    if not isinstance(source, pd.DataFrame | str | os.PathLike):
-        raise TypeError(
-            "data must be a pandas DataFrame or the path of a Parquet file, Parquet folder or "
-            f"CSV file. Got {type(source).__name__} instead"
+def check_table_type(source: object, what: str = "data") -> None:
+    """Raise :class:`TypeError` naming what a table may be when ``source`` is none of it.
+
+    A matrix gets a hint: feature matrices go beside a table, in ``features=``.
+    """
+    if isinstance(source, pd.DataFrame | pa.Table | pa.RecordBatch | str | os.PathLike):
+        return
+    hint = ""
+    if sp.issparse(source) or isinstance(source, np.ndarray):
+        hint = (
+            "; pass a feature matrix beside the table, as features={'<coordinate>': matrix}, "
+            "with the label (and entity) columns in the table"
         )
+    raise TypeError(f"{what} must be {_TABLE_TYPES}. Got {type(source).__name__} instead{hint}")
+
+
+def _arrow_dtypes(table: pa.Table) -> dict[pa.DataType, pd.ArrowDtype]:
+    """Arrow types of the columns that pandas metadata says were ``pd.ArrowDtype``."""
+    meta = table.schema.pandas_metadata or {}
+    wanted: dict[pa.DataType, pd.ArrowDtype] = {}
+    for col in meta.get("columns", []):
+        name = col.get("field_name", col.get("name"))
+        numpy_type = str(col.get("numpy_type", ""))
+        if numpy_type.endswith("[pyarrow]") and name in table.column_names:
+            t = table.schema.field(name).type
+            wanted[t] = pd.ArrowDtype(t)
+    return wanted
+
+
+def arrow_to_pandas(table: pa.Table, *, self_destruct: bool = False) -> pd.DataFrame:
+    """An Arrow table as a DataFrame, as pandas would have it from the same file.
+
+    Columns that pandas wrote with an Arrow dtype (``pd.ArrowDtype``: lists, structs,
+    dictionaries...) come back with it; pandas cannot rebuild those dtypes from the names
+    in the file's metadata, so they are mapped from the Arrow types.
+    """
+    mapping = _arrow_dtypes(table)
+    mapper = mapping.get if mapping else None
+    try:
+        return table.to_pandas(types_mapper=mapper, self_destruct=self_destruct)
+    except (TypeError, NotImplementedError):  # metadata naming a dtype pandas cannot build
+        return table.to_pandas(ignore_metadata=True, types_mapper=mapper)
 
 
 def read_table(
@@ -40,9 +94,10 @@ def read_table(
 
     Parameters
     ----------
-    source : DataFrame or path
-        A ``pandas.DataFrame`` (returned as is), a ``.parquet`` file, a folder of
-        Parquet files (a dataset), or a ``.csv`` / ``.csv.gz`` file (UTF-8).
+    source : DataFrame, pyarrow Table or path
+        A ``pandas.DataFrame`` (returned as is), a ``pyarrow.Table`` (converted as a
+        Parquet file is), a ``.parquet`` file, a folder of Parquet files (a dataset), or
+        a ``.csv`` / ``.csv.gz`` file (UTF-8).
     columns : list of str, optional
         Read only these columns from a file (a DataFrame is returned whole).
     optional : list of str, optional
@@ -58,11 +113,24 @@ def read_table(
         When the path does not exist, is empty, is not a supported or readable format, or
         a required column is missing.
     TypeError
-        When ``source`` is neither a DataFrame nor a path.
+        When ``source`` is neither a table nor a path.
     """
-    _check_source(source)
+    check_table_type(source)
     if isinstance(source, pd.DataFrame):
         return source
+    if isinstance(source, pa.Table | pa.RecordBatch):
+        table = source if isinstance(source, pa.Table) else pa.Table.from_batches([source])
+        if columns is not None:
+            may_miss = set(optional or [])
+            missing = [c for c in columns if c not in table.column_names and c not in may_miss]
+            if missing:
+                raise DataError(f"Arrow table: missing column(s) {missing}")
+            table = table.select([c for c in dict.fromkeys(columns) if c in table.column_names])
+        try:
+            return arrow_to_pandas(table)
+        except (pa.ArrowException, ValueError) as err:
+            reason = " ".join(str(err).split())
+            raise DataError(f"cannot convert the Arrow table: {reason}") from None
     path = Path(source)
     if not path.exists():
         raise DataError(f"data file {path} does not exist")
@@ -80,7 +148,7 @@ def read_table(
             # Arrow's buffers are released column by column as pandas takes them over:
             # the peak is about one copy of the table, not two.
             table = pq.read_table(path, columns=wanted)
-            return table.to_pandas(self_destruct=True)
+            return arrow_to_pandas(table, self_destruct=True)
         if name.endswith(_CSV):
             frame = pd.read_csv(path, encoding="utf-8")
             if wanted is not None:
@@ -96,7 +164,7 @@ def read_table(
             f"{path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
             f"{err.start}); save it as UTF-8"
         ) from None
-    except (pa.ArrowException, OSError, pd.errors.ParserError, ValueError) as err:
+    except (pa.ArrowException, OSError, pd.errors.ParserError, ValueError, TypeError) as err:
         if isinstance(err, DataError):
             raise
         reason = " ".join(str(err).split())

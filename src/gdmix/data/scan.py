@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from gdmix.data.io import arrow_to_pandas
 from gdmix.errors import DataError
 
 __all__ = ["DEFAULT_BATCH_ROWS", "ParquetBatches", "parquet_batches"]
@@ -60,11 +61,11 @@ class ParquetBatches:
                 pending.append(batch)
                 size += batch.num_rows
                 if size >= self._batch_rows:
-                    yield pa.Table.from_batches(pending).to_pandas()
+                    yield arrow_to_pandas(pa.Table.from_batches(pending))
                     pending, size, yielded = [], 0, True
             if pending or not yielded:  # the rest, or one empty frame for an empty table
                 schema = pa.schema([scanner.projected_schema.field(c) for c in self.columns])
-                yield pa.Table.from_batches(pending, schema=schema).to_pandas()
+                yield arrow_to_pandas(pa.Table.from_batches(pending, schema=schema))
         except (pa.ArrowException, OSError) as err:
             raise _read_error(self.path, err) from None
 
