@@ -33,6 +33,7 @@ from pydantic import TypeAdapter, ValidationError
 from gdmix.config import CoordinateConfig, DataConfig
 from gdmix.data.column_kinds import check_column_kinds
 from gdmix.data.io import TableLike, read_table
+from gdmix.data.matrices import FeatureMatrix, MatrixInput, feature_matrices
 from gdmix.data.roles import extract_roles
 from gdmix.data.scan import DEFAULT_BATCH_ROWS, ParquetBatches, parquet_batches
 from gdmix.effects.base import Coordinate
@@ -180,13 +181,30 @@ class GDMixModel:
         numeric = {col for c in self.coordinates for col in c.config.features.numeric}
         check_column_kinds(self.column_kinds, frame, where, numeric=numeric)
 
+    def _matrices(
+        self,
+        frame: pd.DataFrame,
+        features: dict[str, MatrixInput] | None,
+        feature_names: dict[str, list[str]] | None,
+        where: str,
+    ) -> dict[str, FeatureMatrix]:
+        """The feature matrices given for ``frame``, checked (see :mod:`gdmix.data.matrices`)."""
+        names = [c.name for c in self.coordinates]
+        return feature_matrices(features, feature_names, len(frame), where, coordinates=names)
+
     def _score_frame(
-        self, frame: pd.DataFrame, where: str, *, warn: bool = True
+        self,
+        frame: pd.DataFrame,
+        where: str,
+        *,
+        warn: bool = True,
+        matrices: dict[str, FeatureMatrix] | None = None,
     ) -> tuple[pd.DataFrame, dict[str, float]]:
         """Scores of one table (or batch) and each random effect's coverage of it.
 
         Designs go through the coordinates' own encoding (dense blocks read in place
-        for numeric shards, CSR otherwise); each design is dropped once scored.
+        for numeric shards, CSR otherwise, with the coordinate's feature matrix from
+        ``matrices`` when it has one); each design is dropped once scored.
         """
         roles = extract_roles(
             frame, self.data, where, need_label=False, need_weight=False, need_uid=False
@@ -196,8 +214,10 @@ class GDMixModel:
             out[self.data.uid] = roles.uid.to_numpy()
         total = roles.offset.copy()
         coverage: dict[str, float] = {}
+        matrices = matrices or {}
         for c in self.coordinates:
-            design = c.design(frame, where)
+            given = {"matrix": matrices[c.name]} if c.name in matrices else {}
+            design = c.design(frame, where, **given)
             s = c.score(design)
             out[c.name] = s
             total += s
@@ -247,6 +267,8 @@ class GDMixModel:
         self,
         data: TableLike,
         *,
+        features: dict[str, MatrixInput] | None = None,
+        feature_names: dict[str, list[str]] | None = None,
         where: str = "scoring data",
         batch_rows: int = DEFAULT_BATCH_ROWS,
     ) -> pd.DataFrame:
@@ -254,12 +276,19 @@ class GDMixModel:
 
         Parameters
         ----------
-        data : DataFrame or path
+        data : DataFrame, pyarrow Table or path
             Table with the columns the coordinates read and (if configured) the offset
             column. Label, weight and uid columns are not needed; the uid is copied to
             the output when present. A Parquet file or folder is read and scored about
             ``batch_rows`` rows at a time, so it may be larger than memory (only the
-            scores are kept).
+            scores are kept), unless feature matrices come with it.
+        features : dict of str to matrix, optional
+            The feature matrix of every coordinate trained on one (see
+            :func:`gdmix.fit`), one row per row of ``data``.
+        feature_names : dict of str to list of str, optional
+            Their column names, when not a DataFrame's: they must be the names the model
+            was trained on (in any order); without names, the columns must be the
+            model's in its order.
         where : str
             Name of the table in messages.
         batch_rows : int
@@ -276,15 +305,25 @@ class GDMixModel:
         """
         uid = [self.data.uid] if self.data.uid is not None else []
         columns = list(dict.fromkeys([*self.input_columns(), *uid]))
-        batches = parquet_batches(data, columns, optional=uid, batch_rows=batch_rows)
-        if batches is not None:  # Parquet: a batch in memory at a time
-            return self._score_batches(batches, where)
+        if features is None:
+            batches = parquet_batches(data, columns, optional=uid, batch_rows=batch_rows)
+            if batches is not None:  # Parquet: a batch in memory at a time
+                return self._score_batches(batches, where)
         frame = self._read(data, uid, optional=uid, where=where)
-        return self._score_frame(frame, where)[0]
+        matrices = self._matrices(frame, features, feature_names, where)
+        return self._score_frame(frame, where, matrices=matrices)[0]
 
-    def predict_proba(self, data: TableLike) -> np.ndarray:
-        """Probability of the positive class for every row: ``sigmoid(total)``."""
-        return sigmoid(self.score(data)["total"].to_numpy())
+    def predict_proba(
+        self,
+        data: TableLike,
+        *,
+        features: dict[str, MatrixInput] | None = None,
+        feature_names: dict[str, list[str]] | None = None,
+    ) -> np.ndarray:
+        """Probability of the positive class for every row: ``sigmoid(total)`` (the
+        arguments are :meth:`score`'s)."""
+        scores = self.score(data, features=features, feature_names=feature_names)
+        return sigmoid(scores["total"].to_numpy())
 
     # -- inspection ------------------------------------------------------------
     def summary(self, *, as_dict: bool = False, top: int = 10) -> str | dict[str, Any]:
@@ -323,14 +362,20 @@ class GDMixModel:
         raise TypeError(f"coordinate '{name}' is a {coord.kind} effect: it has no coefficients")
 
     def evaluate(
-        self, data: TableLike, *, group_by: list[str] | None = None, where: str = "evaluation data"
+        self,
+        data: TableLike,
+        *,
+        features: dict[str, MatrixInput] | None = None,
+        feature_names: dict[str, list[str]] | None = None,
+        group_by: list[str] | None = None,
+        where: str = "evaluation data",
     ) -> dict[str, float]:
         """AUC, log loss, per-entity AUC (``auc@col`` for each ``group_by`` column) and,
         per random effect, the share of rows whose entity it knows (``coverage@name``).
 
         Metrics are also reported after each coordinate is added, as
         ``auc_after@<coordinate>``, in training order. The weight column is used when
-        the table holds it.
+        the table holds it. ``features`` and ``feature_names`` are :meth:`score`'s.
         """
         group_by = list(group_by or [])
         optional = [c for c in (self.data.weight,) if c is not None]
@@ -341,7 +386,8 @@ class GDMixModel:
             frame, self.data, where, need_label=True, need_weight=False, need_uid=False
         )
         assert roles.y is not None
-        scores, coverage = self._score_frame(frame, where)
+        matrices = self._matrices(frame, features, feature_names, where)
+        scores, coverage = self._score_frame(frame, where, matrices=matrices)
         groups = {}
         for col in group_by:
             if col not in frame.columns:

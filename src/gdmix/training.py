@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 from gdmix.config import GDMixConfig, coordinate_columns
 from gdmix.data.column_kinds import check_column_kinds, column_kinds
 from gdmix.data.io import TableLike, read_table
+from gdmix.data.matrices import FeatureMatrix, MatrixInput, feature_matrices
 from gdmix.data.roles import RoleColumns, extract_roles
 from gdmix.effects.base import Coordinate, Validation
 from gdmix.effects.prior_estimation import fit_with_estimated_prior, others_terms
@@ -136,15 +138,28 @@ class _Trainer:
         validation: pd.DataFrame | None,
         callbacks: list[Callback],
         trust_custom_code: bool = False,
+        *,
+        matrices: dict[str, FeatureMatrix] | None = None,
+        validation_matrices: dict[str, FeatureMatrix] | None = None,
+        schedule: dict[str, list[dict[str, Any]]] | None = None,
     ) -> None:
         self.config = config
         self.callbacks = callbacks
         self.stopped: dict[str, Any] = {}
+        #: Per coordinate, settings that change pass by pass (a refit's epochs or trees).
+        self.schedule = dict(schedule or {})
+        matrices = dict(matrices or {})
         tc = config.training
         roles = extract_roles(train, config.data, "training data", need_label=True)
         self.coords: list[Coordinate] = []
         self.locked: set[str] = set()
         for cc in config.coordinates:
+            given = {"matrix": matrices[cc.name]} if cc.name in matrices else {}
+            if given and cc.type not in ("fixed", "random"):
+                raise ConfigError(
+                    f"coordinate '{cc.name}': feature matrices feed fixed and random "
+                    f"coordinates; a {cc.type} coordinate reads its features from the table"
+                )
             if cc.locked:
                 coord = load_saved_coordinate(cc, trust_custom_code=trust_custom_code)
                 self.locked.add(cc.name)
@@ -161,12 +176,12 @@ class _Trainer:
                 )
             else:
                 coord = make_coordinate(cc)
-                coord.build(train)
+                coord.build(train, **given)
             if hasattr(coord, "n_threads"):
                 coord.n_threads = tc.n_threads
                 coord.progress_factory = _progress_factory(tc.progress)
             self.coords.append(coord)
-        self.train = self._prepare("training data", train, roles, training=True)
+        self.train = self._prepare("training data", train, roles, training=True, matrices=matrices)
         feature_columns = [
             col for cc in config.coordinates for col in coordinate_columns(cc, entity=False)
         ]
@@ -176,17 +191,27 @@ class _Trainer:
             numeric = {col for cc in config.coordinates for col in cc.features.numeric}
             check_column_kinds(self.column_kinds, validation, "validation data", numeric=numeric)
             vroles = extract_roles(validation, config.data, "validation data", need_label=True)
-            self.validation = self._prepare("validation data", validation, vroles, training=False)
+            self.validation = self._prepare(
+                "validation data", validation, vroles, training=False,
+                matrices=dict(validation_matrices or {}),
+            )  # fmt: skip
         self.history: list[dict[str, Any]] = []
         self.best_pass = 0
+        self._base_configs: dict[str, Any] = {}
 
     def _prepare(
-        self, name: str, frame: pd.DataFrame, roles: RoleColumns, training: bool
+        self,
+        name: str,
+        frame: pd.DataFrame,
+        roles: RoleColumns,
+        training: bool,
+        matrices: dict[str, FeatureMatrix],
     ) -> _Table:
         designs = {}
         for c in self.coords:
             trainable = training and c.name not in self.locked
-            designs[c.name] = c.design(frame, name, training=trainable)
+            given = {"matrix": matrices[c.name]} if c.name in matrices else {}
+            designs[c.name] = c.design(frame, name, training=trainable, **given)
         table = _Table(name, roles, designs)
         for c in self.coords:
             fitted = c.fitted
@@ -297,6 +322,7 @@ class _Trainer:
         for pass_no in range(1, tc.n_passes + 1):
             for coord in self.coords:
                 if coord.name not in self.locked:
+                    self._scheduled(coord, pass_no)
                     self._update(coord, pass_no, grid_of(coord))
             goodness = _goodness(self._selection_metrics(), tc.metric)
             if self.validation is None:
@@ -321,6 +347,14 @@ class _Trainer:
         if best_snapshot is not None:
             self._restore(best_snapshot)
         return best_goodness
+
+    def _scheduled(self, coord: Coordinate, pass_no: int) -> None:
+        """Give ``coord`` this pass's settings from :attr:`schedule` (e.g. a deep
+        coordinate's epochs), on top of its own config."""
+        steps = self.schedule.get(coord.name)
+        if steps:
+            base = self._base_configs.setdefault(coord.name, coord.config)
+            coord.config = base.model_copy(update=steps[min(pass_no, len(steps)) - 1])
 
     def _objective(self) -> float:
         """Training objective: weighted log loss of the total plus every penalty."""
@@ -364,6 +398,8 @@ class _Trainer:
             assert best is not None
             self._restore(best[1])
             self.best_pass = best[2]
+        for c in self.coords:  # a schedule's last step is not the coordinate's config
+            c.config = self._base_configs.get(c.name, c.config)
         metrics = {"train": self.train.metrics()}
         if self.validation is not None:
             metrics["validation"] = self.validation.metrics()
@@ -447,6 +483,9 @@ def fit(
     train: TableLike | None = None,
     validation: TableLike | None = None,
     *,
+    features: dict[str, MatrixInput] | None = None,
+    validation_features: dict[str, MatrixInput] | None = None,
+    feature_names: dict[str, list[str]] | None = None,
     callbacks: list[Callback] | None = None,
     trust_custom_code: bool = False,
 ) -> GDMixModel:
@@ -456,10 +495,19 @@ def fit(
     ----------
     config : GDMixConfig
         Column roles, coordinates (in update order) and training settings.
-    train, validation : DataFrame or path, optional
+    train, validation : DataFrame, pyarrow Table or path, optional
         Training and validation tables; default to ``config.data.train`` and
         ``config.data.validation``. Validation drives early stopping and the ``l2``
         search.
+    features, validation_features : dict of str to matrix, optional
+        A feature matrix per fixed or random coordinate (a scipy sparse matrix, a 2-D
+        array or a DataFrame of numbers), one row per row of ``train`` (``validation``),
+        in the same order. Its columns follow those the coordinate's config names in
+        the table; sparse matrices stay sparse (see :mod:`gdmix.data.matrices`). Local
+        engine only.
+    feature_names : dict of str to list of str, optional
+        The column names of each coordinate's matrix (default: a DataFrame's columns,
+        else ``x0, x1, ...``), saved with the model: scoring matrices must have the same.
     callbacks : list of callables, optional
         Each is called with one record (dict) after every coordinate update: pass,
         coordinate, l2, train/validation AUC and log loss, seconds, solver diagnostics.
@@ -488,7 +536,13 @@ def fit(
     if callbacks is not None and not all(callable(cb) for cb in callbacks):
         raise TypeError("callbacks must be a list of callables taking one record (a dict)")
     engine = config.training.engine
-    if engine == "local" and config.training.memory_budget_gb is not None:
+    with_matrices = features is not None or validation_features is not None
+    if with_matrices and engine != "local":
+        raise ConfigError(
+            f"feature matrices (features=...) need training.engine: local; the {engine} "
+            "engine reads every feature from the tables"
+        )
+    if engine == "local" and config.training.memory_budget_gb is not None and not with_matrices:
         from gdmix.engines.streaming_model import needs_streaming
 
         if needs_streaming(config, train if train is not None else config.data.train):
@@ -516,8 +570,14 @@ def fit(
         validation = config.data.validation
     train_frame = read_table(train)
     val_frame = read_table(validation) if validation is not None else None
+    matrices, val_matrices = table_matrices(
+        config, train_frame, val_frame, features, validation_features, feature_names
+    )
     start = time.perf_counter()
-    model = _Trainer(config, train_frame, val_frame, list(callbacks or []), trust_custom_code).run()
+    model = _Trainer(
+        config, train_frame, val_frame, list(callbacks or []), trust_custom_code,
+        matrices=matrices, validation_matrices=val_matrices,
+    ).run()  # fmt: skip
     model.lineage = {
         "mode": "train",
         "data": {"train": _data_entry(train, train_frame)},
@@ -530,8 +590,38 @@ def fit(
     return model
 
 
+def table_matrices(
+    config: GDMixConfig,
+    train: pd.DataFrame,
+    validation: pd.DataFrame | None,
+    features: dict[str, MatrixInput] | None,
+    validation_features: dict[str, MatrixInput] | None,
+    feature_names: dict[str, list[str]] | None,
+) -> tuple[dict[str, FeatureMatrix], dict[str, FeatureMatrix]]:
+    """The training and validation tables' feature matrices, checked against the tables
+    and each other (the same coordinates in both)."""
+    names = [c.name for c in config.coordinates]
+    matrices = feature_matrices(
+        features, feature_names, len(train), "training data", coordinates=names
+    )
+    if validation is None:
+        if validation_features is not None:
+            raise ConfigError("validation_features was given without a validation table")
+        return matrices, {}
+    val_matrices = feature_matrices(
+        validation_features, feature_names, len(validation), "validation data",
+        coordinates=names, argument="validation_features",
+    )  # fmt: skip
+    if set(val_matrices) != set(matrices):
+        raise ConfigError(
+            f"validation_features must give a matrix for the same coordinates as features "
+            f"({sorted(matrices)}). Got {sorted(val_matrices)} instead"
+        )
+    return matrices, val_matrices
+
+
 def _data_entry(source: TableLike, frame: pd.DataFrame) -> dict[str, Any]:
     entry: dict[str, Any] = {"rows": len(frame)}
-    if not isinstance(source, pd.DataFrame):
+    if isinstance(source, str | os.PathLike):
         entry["path"] = str(source)
     return entry

@@ -4,7 +4,9 @@ A :class:`FeatureIndex` is built once from the training data of a coordinate and
 saved with the model, so that scoring data is encoded into the same columns.
 Columns are laid out as: numeric columns, then one column per level of each
 categorical column, then one column per ``(name, term)`` key of each feature bag.
-Categorical levels and bag keys not seen in training are ignored when encoding.
+Categorical levels and bag keys not seen in training are ignored when encoding. A
+feature matrix passed beside the table (:mod:`gdmix.data.matrices`) adds its columns
+last, under the names recorded at training.
 
 :meth:`FeatureIndex.encode` is the fast path the solvers use: a shard of numeric columns
 only becomes a dense float block straight from the table's memory (no copy when the
@@ -28,6 +30,7 @@ from numba import prange
 
 from gdmix.config import FeatureConfig
 from gdmix.data.layout import empty_touched
+from gdmix.data.matrices import FeatureMatrix, align_matrix
 from gdmix.data.schema import (
     check_finite_numeric,
     check_numeric_dtype,
@@ -207,15 +210,34 @@ class FeatureIndex:
         For each categorical column, its levels (as strings) in design order.
     bags : dict of str to list of str
         For each bag column, its ``name\\x1fterm`` keys in design order.
+    matrix : list of str
+        Names of the columns of a feature matrix passed beside the table (empty: none),
+        in design order, after every column of the table.
     """
 
     numeric: list[str] = field(default_factory=list)
     categorical: dict[str, list[str]] = field(default_factory=dict)
     bags: dict[str, list[str]] = field(default_factory=dict)
+    matrix: list[str] = field(default_factory=list)
 
     @classmethod
-    def build(cls, frame: pd.DataFrame, spec: FeatureConfig, where: str) -> FeatureIndex:
-        """Build the index map of ``spec`` from training data ``frame``."""
+    def build(
+        cls,
+        frame: pd.DataFrame,
+        spec: FeatureConfig,
+        where: str,
+        *,
+        matrix: FeatureMatrix | None = None,
+    ) -> FeatureIndex:
+        """Build the index map of ``spec`` from training data ``frame`` (and the names
+        of ``matrix``, the coordinate's feature matrix, when given).
+
+        Raises
+        ------
+        DataError
+            When a column is missing or malformed, or a matrix column's name is also the
+            name of a table feature.
+        """
         require_columns(frame, spec.columns(), where)
         cats = {}
         for col in spec.categorical:
@@ -225,7 +247,16 @@ class FeatureIndex:
         for col in spec.bags:
             _, keys, _ = _bag_arrays(frame, col, where)
             bags[col] = sorted(set(keys.tolist()))
-        return cls(numeric=list(spec.numeric), categorical=cats, bags=bags)
+        index = cls(numeric=list(spec.numeric), categorical=cats, bags=bags)
+        if matrix is not None:
+            clash = sorted(set(index.feature_names()) & set(matrix.column_names()))[:5]
+            if clash:
+                raise DataError(
+                    f"{where}: feature matrix column name(s) {clash} are also features of the "
+                    "table; rename the matrix columns"
+                )
+            index.matrix = matrix.column_names()
+        return index
 
     def union(self, other: FeatureIndex) -> FeatureIndex:
         """Index map over the levels and keys of both (built from two parts of the data)."""
@@ -234,7 +265,9 @@ class FeatureIndex:
             for c, v in self.categorical.items()
         }
         bags = {c: sorted(set(v) | set(other.bags.get(c, []))) for c, v in self.bags.items()}
-        return FeatureIndex(numeric=list(self.numeric), categorical=cats, bags=bags)
+        return FeatureIndex(
+            numeric=list(self.numeric), categorical=cats, bags=bags, matrix=list(self.matrix)
+        )
 
     @property
     def n_features(self) -> int:
@@ -243,6 +276,7 @@ class FeatureIndex:
             len(self.numeric)
             + sum(len(v) for v in self.categorical.values())
             + sum(len(v) for v in self.bags.values())
+            + len(self.matrix)
         )
 
     def feature_names(self) -> list[str]:
@@ -252,7 +286,7 @@ class FeatureIndex:
             names += [f"{col}={lv}" for lv in levels]
         for col, keys in self.bags.items():
             names += [f"{col}[{k.replace(_SEP, ',')}]" for k in keys]
-        return names
+        return names + list(self.matrix)
 
     def columns(self) -> list[str]:
         """Data columns the index reads."""
@@ -260,8 +294,8 @@ class FeatureIndex:
 
     @property
     def dense(self) -> bool:
-        """Whether :meth:`encode` gives a dense block (every column numeric)."""
-        return not self.categorical and not self.bags
+        """Whether :meth:`encode` gives a dense block (every column numeric, no matrix)."""
+        return not self.categorical and not self.bags and not self.matrix
 
     def numeric_block(self, frame: pd.DataFrame, where: str, dtype: Any = np.float64) -> np.ndarray:
         """The numeric columns as one ``(n, len(numeric))`` array, checked finite.
@@ -300,6 +334,7 @@ class FeatureIndex:
         dtype: Any = np.float64,
         order: np.ndarray | None = None,
         positions: np.ndarray | None = None,
+        matrix: FeatureMatrix | None = None,
     ) -> np.ndarray | sp.csr_matrix:
         """Encode ``frame`` for the solvers: a dense block or a CSR matrix.
 
@@ -321,6 +356,8 @@ class FeatureIndex:
             Rows in another order: result row ``i`` is table row ``order[i]``, and table
             row ``r`` is result row ``positions[r]`` (one is the inverse of the other;
             give either or both).
+        matrix : FeatureMatrix, optional
+            The feature matrix of these rows, when the index has :attr:`matrix` columns.
 
         Returns
         -------
@@ -330,13 +367,14 @@ class FeatureIndex:
             raise ValueError(f"dtype must be float64 or float32. Got {dtype} instead")
         permuted = order is not None or positions is not None
         if not self.dense:
-            mat = self.transform(frame, where)
+            mat = self.transform(frame, where, matrix=matrix)
             if not permuted:
                 return mat
             if order is None:
                 order = np.empty(len(positions), dtype=np.int64)
                 order[positions] = np.arange(len(positions), dtype=np.int64)
             return mat[order]
+        self._check_no_matrix(matrix, where)
         block = self.numeric_block(frame, where, dtype)
         if not permuted:
             return block
@@ -345,13 +383,25 @@ class FeatureIndex:
             positions[order] = np.arange(len(order), dtype=np.int64)
         return scatter_rows(block, positions)
 
-    def transform(self, frame: pd.DataFrame, where: str) -> sp.csr_matrix:
+    def _check_no_matrix(self, matrix: FeatureMatrix | None, where: str) -> None:
+        if matrix is not None and not self.matrix:
+            raise DataError(
+                f"{where}: a feature matrix was given, but the coordinate was trained without "
+                "one; leave it out"
+            )
+
+    def transform(
+        self, frame: pd.DataFrame, where: str, *, matrix: FeatureMatrix | None = None
+    ) -> sp.csr_matrix:
         """Encode ``frame`` into a CSR design matrix (float64) of ``n_features`` columns.
 
         Each block (numeric, each categorical, each bag) is built directly in CSR form
         and the blocks are stacked side by side: no coordinate-format sort of every value.
+        ``matrix`` (the rows' feature matrix) is required when the index has
+        :attr:`matrix` columns, and its columns come last, in the model's order.
         """
         require_columns(frame, self.columns(), where)
+        self._check_no_matrix(matrix, where)
         n = len(frame)
         blocks: list[sp.csr_matrix] = []
         if self.numeric:
@@ -372,6 +422,15 @@ class FeatureIndex:
             bag = sp.csr_matrix((v[keep], idx[keep], indptr), shape=(n, len(keys)))
             bag.sum_duplicates()  # a key repeated in one row adds up
             blocks.append(bag)
+        if self.matrix:
+            if matrix is not None and matrix.n_rows != n:
+                raise DataError(
+                    f"{where}: the feature matrix has {matrix.n_rows} rows but the table {n}"
+                )
+            block = align_matrix(matrix, self.matrix, where)
+            if not blocks:
+                return block  # canonical float64 CSR already
+            blocks.append(block)
         if not blocks:
             return sp.csr_matrix((n, 0), dtype=np.float64)
         if self.dense:  # built with sorted indices, float64
@@ -383,7 +442,14 @@ class FeatureIndex:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, saved in the model directory."""
-        return {"numeric": self.numeric, "categorical": self.categorical, "bags": self.bags}
+        out: dict[str, Any] = {
+            "numeric": self.numeric,
+            "categorical": self.categorical,
+            "bags": self.bags,
+        }
+        if self.matrix:
+            out["matrix"] = self.matrix
+        return out
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> FeatureIndex:
@@ -392,4 +458,5 @@ class FeatureIndex:
             numeric=list(raw["numeric"]),
             categorical={k: list(v) for k, v in raw["categorical"].items()},
             bags={k: list(v) for k, v in raw["bags"].items()},
+            matrix=[str(v) for v in raw.get("matrix", [])],
         )

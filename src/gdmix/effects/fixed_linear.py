@@ -21,6 +21,7 @@ import scipy.sparse as sp
 
 from gdmix.config import FixedEffectConfig
 from gdmix.data.features import FeatureIndex
+from gdmix.data.matrices import FeatureMatrix
 from gdmix.effects.base import Coordinate, Validation
 from gdmix.solvers import fixed_kernels as fk
 from gdmix.solvers.lbfgs import InMemoryLogistic, LogisticResult, minimize_logistic
@@ -56,8 +57,15 @@ class FixedLinearEffect(Coordinate):
         #: while the design lives.
         self._prepared: dict[str, Any] = {}
 
-    def build(self, frame: pd.DataFrame, base: FixedLinearEffect | None = None) -> None:
-        """Build the feature index map from the training table.
+    def build(
+        self,
+        frame: pd.DataFrame,
+        base: FixedLinearEffect | None = None,
+        *,
+        matrix: FeatureMatrix | None = None,
+    ) -> None:
+        """Build the feature index map from the training table (and ``matrix``, the
+        coordinate's feature matrix beside the table, when given).
 
         With ``base`` (the same coordinate of a previous model) its index map is reused and
         its coefficients are the warm start.
@@ -69,7 +77,9 @@ class FixedLinearEffect(Coordinate):
                 base.intercept,
             )
             return
-        self.features = FeatureIndex.build(frame, self.config.features, f"coordinate '{self.name}'")
+        self.features = FeatureIndex.build(
+            frame, self.config.features, f"coordinate '{self.name}'", matrix=matrix
+        )
         self.coef = np.zeros(self.features.n_features)
         self.intercept = 0.0
 
@@ -78,13 +88,18 @@ class FixedLinearEffect(Coordinate):
         return self.config.features.columns()
 
     def design(
-        self, frame: pd.DataFrame, where: str, *, training: bool = False
+        self,
+        frame: pd.DataFrame,
+        where: str,
+        *,
+        training: bool = False,
+        matrix: FeatureMatrix | None = None,
     ) -> np.ndarray | sp.csr_matrix:
         """Design of ``frame`` over the coordinate's feature index map: the table's own
         dense block for a shard of numeric columns only (no copy where the columns are
-        one float block), a CSR matrix otherwise."""
+        one float block), a CSR matrix otherwise (with ``matrix``'s columns last)."""
         assert self.features is not None
-        return self.features.encode(frame, f"{where}, coordinate '{self.name}'")
+        return self.features.encode(frame, f"{where}, coordinate '{self.name}'", matrix=matrix)
 
     def fit(
         self,

@@ -28,6 +28,7 @@ from gdmix.data.layout import (
     downsample_weights,
     take,
 )
+from gdmix.data.matrices import FeatureMatrix
 from gdmix.data.schema import check_entity_column
 from gdmix.effects.base import Coordinate, Validation
 from gdmix.effects.random_table import (
@@ -147,6 +148,7 @@ class RandomEffect(Coordinate):
         *,
         features: FeatureIndex | None = None,
         key_kind: KeyKind | None = None,
+        matrix: FeatureMatrix | None = None,
     ) -> None:
         """Build the feature and entity index maps from the training table.
 
@@ -154,7 +156,8 @@ class RandomEffect(Coordinate):
         its entities are kept (those absent from ``frame`` keep their old model) and its
         coefficients are the warm start (and, if incremental, the prior). ``features``
         is an index map built elsewhere (from all the data, when ``frame`` is one bucket),
-        ``key_kind`` the entity key type decided there.
+        ``key_kind`` the entity key type decided there. ``matrix`` is the coordinate's
+        feature matrix beside the table, when it has one.
         """
         where = f"coordinate '{self.name}'"
         ids = check_entity_column(frame, self.config.entity, where)
@@ -171,7 +174,9 @@ class RandomEffect(Coordinate):
             )
         new_ids = distinct_sorted(keys)
         if base is None:
-            self.features = features or FeatureIndex.build(frame, self.config.features, where)
+            self.features = features or FeatureIndex.build(
+                frame, self.config.features, where, matrix=matrix
+            )
             self.entity_ids = new_ids
         else:
             self.features = base.features
@@ -223,9 +228,15 @@ class RandomEffect(Coordinate):
                 self.intercept[restart] = 0.0
 
     def design(
-        self, frame: pd.DataFrame, where: str, *, training: bool = False
+        self,
+        frame: pd.DataFrame,
+        where: str,
+        *,
+        training: bool = False,
+        matrix: FeatureMatrix | None = None,
     ) -> RandomEffectDesign:
-        """Encode ``frame``; a training table also gets its entity layout.
+        """Encode ``frame`` (and ``matrix``, its rows' feature matrix, when the coordinate
+        has one); a training table also gets its entity layout.
 
         The features of a numeric shard are a dense block read in place from the table
         (no copy when its columns are one float64 block) and stay in table order: the
@@ -238,7 +249,7 @@ class RandomEffect(Coordinate):
         ids = check_entity_column(frame, self.config.entity, where)
         codes = self._codes(ids)
         if not training:
-            return RandomEffectDesign(self.features.encode(frame, where), codes)
+            return RandomEffectDesign(self.features.encode(frame, where, matrix=matrix), codes)
         if (codes < 0).any():
             raise ValueError(f"{where}: the training design must use the table build() saw")
         n_entities = len(self.entity_ids)
@@ -249,13 +260,13 @@ class RandomEffect(Coordinate):
         layout = EntityLayout(self.entity_ids, codes, order, starts)
         sample = self.config.max_rows is not None and layout.counts.max() > self.config.max_rows
         if self.features.dense:
-            X = self.features.encode(frame, where)
+            X = self.features.encode(frame, where, matrix=matrix)
             perm, mult = order, None
             if sample:
                 perm, starts, mult = downsample_weights(layout, self.config.max_rows,
                                                         self.config.seed)  # fmt: skip
             return RandomEffectDesign(X, codes, layout, perm, starts, mult)
-        X = self.features.encode(frame, where, order=order)
+        X = self.features.encode(frame, where, order=order, matrix=matrix)
         n = len(order)
         perm, mult = np.arange(n, dtype=np.int64), None
         if sample:
