@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from gdmix.config import GDMixConfig, coordinate_columns
 from gdmix.data.column_kinds import check_column_kinds, column_kinds
-from gdmix.data.io import TableLike, read_table
+from gdmix.data.io import TableLike, check_table_type, read_table
 from gdmix.data.matrices import FeatureMatrix, MatrixInput, feature_matrices
 from gdmix.data.roles import RoleColumns, extract_roles
 from gdmix.effects.base import Coordinate, Validation
@@ -535,6 +535,9 @@ def fit(
         )
     if callbacks is not None and not all(callable(cb) for cb in callbacks):
         raise TypeError("callbacks must be a list of callables taking one record (a dict)")
+    for what, table in (("train", train), ("validation", validation)):
+        if table is not None and not isinstance(table, list):  # a list: the dask engine's
+            check_table_type(table, what)
     engine = config.training.engine
     with_matrices = features is not None or validation_features is not None
     if with_matrices and engine != "local":
