@@ -11,7 +11,7 @@ export NUMBA_CACHE_DIR ?= $(abspath .numba_cache)
 $(BIN)/gdmix: pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,deep,dask,serve,report]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,deep,dask,serve,report,avro]"
 	touch $(BIN)/gdmix
 
 install: $(BIN)/gdmix
