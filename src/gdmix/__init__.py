@@ -19,6 +19,7 @@ from gdmix.config import (
 from gdmix.errors import ConfigError, DataError, GDMixError, ModelDirectoryError, OutputError
 from gdmix.metrics import grouped_auc, log_loss, roc_auc
 from gdmix.model import GDMixModel
+from gdmix.refit import RefitPlan, refit, refit_plan
 from gdmix.refresh import RefreshResult, refresh
 from gdmix.store import ModelStore
 from gdmix.training import fit
@@ -36,6 +37,7 @@ __all__ = [
     "ModelStore",
     "OutputError",
     "RandomEffectConfig",
+    "RefitPlan",
     "RefreshResult",
     "TrainingConfig",
     "__version__",
@@ -43,6 +45,8 @@ __all__ = [
     "grouped_auc",
     "load_config",
     "log_loss",
+    "refit",
+    "refit_plan",
     "refresh",
     "report",
     "roc_auc",

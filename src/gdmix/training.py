@@ -507,7 +507,8 @@ def fit(
         engine only.
     feature_names : dict of str to list of str, optional
         The column names of each coordinate's matrix (default: a DataFrame's columns,
-        else ``x0, x1, ...``), saved with the model: scoring matrices must have the same.
+        else ``matrix[0], matrix[1], ...``), saved with the model: scoring matrices must
+        have the same.
     callbacks : list of callables, optional
         Each is called with one record (dict) after every coordinate update: pass,
         coordinate, l2, train/validation AUC and log loss, seconds, solver diagnostics.

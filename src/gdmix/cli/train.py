@@ -7,8 +7,12 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gdmix.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gdmix.config import GDMixConfig
 
 NAME = "train"
 HELP = "train a model from a YAML config"
@@ -20,7 +24,11 @@ unknown keys are rejected. See docs/config.md.
 The model directory is checked before training starts: it must be new, empty, or hold a
 gdmix model and nothing else (--overwrite also replaces a model folder holding other
 files; a folder that is not a gdmix model is never replaced). It is replaced atomically:
-readers see the old model or the new one, never neither."""
+readers see the old model or the new one, never neither.
+
+--refit-on train,validation trains once more, on the listed tables together, with what
+validation chose (l2 values, pass count, GBDT trees and deep epochs per pass), and saves
+that refit model; its manifest's lineage (mode "refit") records the source's choices."""
 
 logger = logging.getLogger("gdmix")
 
@@ -50,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also write report.html into the model directory (plots; the test table's\n"
         "calibration and accuracy when the config names one)",
+    )
+    parser.add_argument(
+        "--refit-on",
+        metavar="TABLES",
+        help="after training, refit on these tables together (train,validation) with the\n"
+        "chosen l2, passes, trees and epochs, and save the refit model",
     )
     parser.add_argument("--n-threads", type=int, help="threads for per-entity solves")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -112,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc != 1:
         if args.store is not None:
             raise ConfigError("--store is not supported with --nproc; use --output")
+        if args.refit_on is not None:
+            raise ConfigError("--refit-on is not supported with --nproc")
         return _run_distributed(args)
     config = with_overrides(
         load_config(args.config),
@@ -128,7 +144,19 @@ def run(args: argparse.Namespace) -> int:
         check_model_target(output, overwrite=args.overwrite)  # before any work
     else:
         check_writable_parent(args.store / "versions")
+    refit_tables = _refit_tables(args.refit_on, config) if args.refit_on is not None else None
     model = fit(config, callbacks=[log_callback], trust_custom_code=args.trust_custom_code)
+    if refit_tables is not None:
+        from gdmix.refit import refit
+
+        logger.info("refitting on %s", ", ".join(refit_tables))
+        model = refit(
+            model,
+            [getattr(config.data, name) for name in refit_tables],
+            training=config.training,
+            callbacks=[log_callback],
+            trust_custom_code=args.trust_custom_code,
+        )
     if config.data.test is not None:
         model.metrics["test"] = model.evaluate(config.data.test, where="test data")
     report: dict[str, object] = {}
@@ -151,5 +179,24 @@ def run(args: argparse.Namespace) -> int:
                             inside_model=True)  # fmt: skip
         logger.info("report written to %s", path)
         report["report"] = str(path)
+    if refit_tables is not None:
+        report["refit"] = {"on": refit_tables, **model.lineage["source"]}
     print(json.dumps({**report, **model.metrics}, indent=2, default=str))
     return 0
+
+
+def _refit_tables(value: str, config: GDMixConfig) -> list[str]:
+    """The table names of ``--refit-on``, checked against the config before any work."""
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    allowed = ("train", "validation")
+    bad = [n for n in names if n not in allowed]
+    if not names or bad or len(set(names)) != len(names):
+        raise ConfigError(
+            f"--refit-on takes a comma-separated list of {' and '.join(allowed)} (e.g. "
+            f"train,validation). Got {value!r} instead"
+        )
+    data = config.data
+    missing = [n for n in names if getattr(data, n) is None]
+    if missing:
+        raise ConfigError(f"--refit-on {value}: the config names no {missing[0]} data")
+    return names

@@ -45,7 +45,7 @@ class FeatureMatrix:
         Float64 values, sorted column indices, no duplicate entries.
     names : list of str or None
         One name per column; ``None`` when none were given (the columns are then
-        ``x0, x1, ...`` in training, and taken by position when scoring).
+        ``matrix[0], matrix[1], ...`` in training, and taken by position when scoring).
     """
 
     matrix: sp.csr_matrix
@@ -57,10 +57,10 @@ class FeatureMatrix:
         return int(self.matrix.shape[0])
 
     def column_names(self) -> list[str]:
-        """The names of the columns (``x0, x1, ...`` when none were given)."""
+        """The names of the columns (``matrix[0], matrix[1], ...`` when none were given)."""
         if self.names is not None:
             return list(self.names)
-        return [f"x{j}" for j in range(self.matrix.shape[1])]
+        return [f"matrix[{j}]" for j in range(self.matrix.shape[1])]
 
 
 def _csr(value: Any, where: str) -> tuple[sp.csr_matrix, list[str] | None]:
