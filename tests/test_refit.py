@@ -181,3 +181,23 @@ def test_refit_refuses_what_it_cannot_do() -> None:
         gdmix.refit(model)
     with pytest.raises(TypeError, match="data must be a pandas DataFrame"):
         gdmix.refit(model, [train, 3])
+
+
+def test_refit_trains_each_deep_pass_its_best_epochs() -> None:
+    pytest.importorskip("torch")
+    train, _ = _frame(9, 800)
+    val, _ = _frame(10, 300)
+    deep = {"name": "d", "type": "deep", "features": {"numeric": ["x1", "x2"]},
+            "architecture": {"kind": "mlp", "hidden": [4]}, "max_epochs": 6, "patience": 1,
+            "batch_size": 128, "learning_rate": 0.05, "device": "cpu"}  # fmt: skip
+    config = parse_config(
+        {"coordinates": [deep, {"name": "u", "type": "random", "entity": "user"}],
+         "training": {"n_passes": 2, "progress": False, "early_stopping": False}}
+    )  # fmt: skip
+    source = gdmix.fit(config, train, val)
+    passes = source.metrics["best_pass"]
+    best = [_kept(source, "d", p)["best_epoch"] for p in range(1, passes + 1)]
+    refit = gdmix.refit(source, [train, val])
+    ran = [r["epochs"] for r in refit.history if r["coordinate"] == "d"]
+    assert ran == best
+    assert refit["d"].config.max_epochs == 6
