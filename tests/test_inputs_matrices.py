@@ -209,3 +209,22 @@ def test_wrong_matrix_inputs_give_one_clear_line() -> None:
     model = gdmix.fit(cfg, frame)
     with pytest.raises(DataError, match="trained without one"):
         model.score(frame, features={"g": X})
+
+
+def test_matrix_models_are_refused_where_they_cannot_work(tmp_path) -> None:
+    """Serving reads features from requests, and a GBDT from the table: both refuse a
+    matrix with one line instead of scoring without it."""
+    from gdmix.errors import ModelDirectoryError
+    from gdmix.serving.loader import load_serving_model
+
+    frame, X = _data()
+    model = gdmix.fit(_config(False, n_passes=1), frame, features={"g": X, "u": X})
+    model.save(tmp_path / "m")
+    with pytest.raises(ModelDirectoryError, match="trained on a feature matrix given beside"):
+        load_serving_model(tmp_path / "m")
+    pytest.importorskip("lightgbm")
+    gbdt = parse_config(
+        {"coordinates": [{"name": "b", "type": "gbdt", "features": {"numeric": ["x1"]}}]}
+    )
+    with pytest.raises(ConfigError, match="feature matrices feed fixed and random coordinates"):
+        gdmix.fit(gbdt, frame, features={"b": X})

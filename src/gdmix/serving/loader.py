@@ -192,6 +192,16 @@ class ServingModel:
             )
 
 
+def _refuse_matrix(folder: Path, name: str, features: FeatureIndex | None) -> None:
+    """A coordinate trained on a feature matrix passed beside the table (see
+    :mod:`gdmix.data.matrices`) reads columns no request field holds: not servable."""
+    if features is not None and getattr(features, "matrix", None):
+        raise ModelDirectoryError(
+            f"{folder}: coordinate '{name}' was trained on a feature matrix given beside the "
+            "table; requests cannot carry it, so this model is scored in batch only"
+        )
+
+
 def _version_number(path: Path) -> int | None:
     if path.parent.name == "versions" and path.name.isdigit():
         return int(path.name)
@@ -206,6 +216,7 @@ def _random_scorer(
         features = FeatureIndex.from_dict(json.loads((folder / "features.json").read_text()))
     except (OSError, KeyError, TypeError, ValueError) as err:
         raise ModelDirectoryError(f"{folder}/features.json is unreadable: {err}") from None
+    _refuse_matrix(path, config.name, features)
 
     def from_parquet() -> Any:
         from gdmix.effects.random_effect import RandomEffect
@@ -276,6 +287,7 @@ def load_serving_model(
         if config.type == "random":
             scorers.append(_random_scorer(folder, entry, config, kinds))
         else:
+            _refuse_matrix(folder, config.name, model[config.name].features)
             scorers.append(_SCORERS[config.type](model[config.name], kinds))
     spec = _input_spec(model, configs, kinds)
     serving = ServingModel(folder, _version_number(folder), scorers, spec, manifest)
