@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from gdmix.losses import task_code
 from gdmix.solvers import fixed_kernels as fk
 
 __all__ = ["Chunk", "ChunkStore", "StreamedLogistic"]
@@ -146,12 +147,19 @@ class StreamedLogistic:
     offset_of : callable
         ``offset_of(start, stop)``: the other coordinates' scores of those rows, added
         to the stored offset.
+    task : {"logistic", "linear", "poisson"}
+        The loss (:mod:`gdmix.losses`).
     """
 
     def __init__(
-        self, store: ChunkStore, name: str, offset_of: Callable[[int, int], np.ndarray]
+        self,
+        store: ChunkStore,
+        name: str,
+        offset_of: Callable[[int, int], np.ndarray],
+        task: str = "logistic",
     ) -> None:
         self.store, self.name, self.offset_of = store, name, offset_of
+        self.task, self.code = task, task_code(task)
         self.n_features = store.n_features[name]
         first = next(store.chunks((name,), roles=False), None)
         work = fk.hessian_work(first.designs[name]) if first is not None else (0.0, 1.0)
@@ -185,14 +193,14 @@ class StreamedLogistic:
         pieces: list[Any] | None = None
         for X, y, s, o in self._chunks():
             if hessian:
-                f, g, gs, _, part = fk.value_grad_hessian(X, y, s, o, w, b)
+                f, g, gs, _, part = fk.value_grad_hessian(X, y, s, o, w, b, task=self.code)
                 pieces = (
                     list(part)
                     if pieces is None
                     else [a + c for a, c in zip(pieces, part, strict=True)]
                 )
             else:
-                f, g, gs, d, part_xd = fk.value_grad(X, y, s, o, w, b, diag=diag)
+                f, g, gs, d, part_xd = fk.value_grad(X, y, s, o, w, b, diag=diag, task=self.code)
                 if diag:
                     dsum += float(d.sum())
                     xd += part_xd
@@ -203,7 +211,7 @@ class StreamedLogistic:
     def _curvatures(self, state: Any) -> Iterator[tuple[fk.Design, np.ndarray]]:
         _, w, b = state
         for X, y, s, o in self._chunks():
-            yield X, fk.value_grad(X, y, s, o, w, b)[3]
+            yield X, fk.value_grad(X, y, s, o, w, b, task=self.code)[3]
 
     def hess_vec(self, state: Any, v: np.ndarray, vb: float) -> tuple[np.ndarray, float]:
         """Hessian of the loss sum at the state's point applied to ``(v, vb)``."""

@@ -35,7 +35,6 @@ are the same whatever ``training.n_threads`` is. Small designs (see
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -43,6 +42,8 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 from numba import prange
+
+from gdmix.losses import pointwise
 
 __all__ = [
     "Design",
@@ -184,18 +185,8 @@ _FAST = {"reassoc", "contract", "nsz", "arcp"}
 # -- the pointwise loss ----------------------------------------------------------------
 
 
-@numba.njit(cache=True, inline="always")
-def _pointwise(y: float, z: float) -> tuple[float, float, float]:
-    """Loss, derivative and second derivative of the logistic loss at margin ``z``."""
-    if z > 0.0:
-        e = math.exp(-z)
-        loss = z + math.log1p(e) - y * z
-        sig = 1.0 / (1.0 + e)
-    else:
-        e = math.exp(z)
-        loss = math.log1p(e) - y * z
-        sig = e / (1.0 + e)
-    return loss, sig - y, e / ((1.0 + e) * (1.0 + e))
+# The loss of each task is :func:`gdmix.losses.pointwise`: its integer code is the last
+# argument of the kernels that evaluate it.
 
 
 # -- CSR kernels: rows of X for the margins, rows of X^T (columns) for the sums -------
@@ -207,7 +198,7 @@ _U = numba.uint64
 
 
 @numba.njit(parallel=True, cache=True, fastmath=_FAST)
-def _csr_rows_loss(indptr, indices, data, y, s, o, w, b, bounds, sums, g, d):
+def _csr_rows_loss(indptr, indices, data, y, s, o, w, b, bounds, sums, g, d, task):
     """Margins, loss and derivatives row by row; the loss sums per chunk."""
     for c in prange(len(bounds) - 1):
         loss = 0.0
@@ -216,7 +207,7 @@ def _csr_rows_loss(indptr, indices, data, y, s, o, w, b, bounds, sums, g, d):
             z = b + o[i]
             for k in range(_U(indptr[i]), _U(indptr[i + 1])):
                 z += data[k] * w[_U(indices[k])]
-            li, gi, hi = _pointwise(y[i], z)
+            li, gi, hi = pointwise(task, y[i], z)
             si = s[i]
             loss += si * li
             gi *= si
@@ -334,7 +325,7 @@ def _csr_hessian(indptr, indices, data, d, bounds, acc, accv):
 
 
 @numba.njit(parallel=True, cache=True, fastmath=_FAST)
-def _csr_rows_newton(indptr, indices, data, y, s, o, w, b, bounds, sums, d, accg, acch, accd):
+def _csr_rows_newton(indptr, indices, data, y, s, o, w, b, bounds, sums, d, accg, acch, accd, task):
     """Loss, ``X^T (s g)``, ``X^T D X`` and ``X^T d`` in one pass (narrow designs)."""
     for c in prange(len(bounds) - 1):
         ag = accg[c]
@@ -348,7 +339,7 @@ def _csr_rows_newton(indptr, indices, data, y, s, o, w, b, bounds, sums, d, accg
             z = b + o[i]
             for k in range(k0, k1):
                 z += data[k] * w[_U(indices[k])]
-            li, gi, hi = _pointwise(y[i], z)
+            li, gi, hi = pointwise(task, y[i], z)
             si = s[i]
             loss += si * li
             gi *= si
@@ -372,7 +363,7 @@ def _csr_rows_newton(indptr, indices, data, y, s, o, w, b, bounds, sums, d, accg
 
 
 @numba.njit(parallel=True, cache=True, fastmath=_FAST)
-def _rows_value_grad(X, y, s, o, w, b, bounds, acc, sums, d, diag, accd):
+def _rows_value_grad(X, y, s, o, w, b, bounds, acc, sums, d, diag, accd, task):
     """Row by row: for C-ordered dense designs."""
     p = X.shape[1]
     for c in prange(len(bounds) - 1):
@@ -384,7 +375,7 @@ def _rows_value_grad(X, y, s, o, w, b, bounds, acc, sums, d, diag, accd):
             z = b + o[i]
             for j in range(p):
                 z += X[i, j] * w[j]
-            li, gi, hi = _pointwise(y[i], z)
+            li, gi, hi = pointwise(task, y[i], z)
             si = s[i]
             loss += si * li
             g = si * gi
@@ -421,7 +412,7 @@ def _rows_hess_vec(X, d, v, vb, bounds, acc, sums):
 
 
 @numba.njit(parallel=True, cache=True, fastmath=_FAST)
-def _dense_value_grad(X, y, s, o, w, b, bounds, acc, sums, d, diag, accd):
+def _dense_value_grad(X, y, s, o, w, b, bounds, acc, sums, d, diag, accd, task):
     """Column by column over blocks of rows: for Fortran-ordered dense designs."""
     p = X.shape[1]
     for c in prange(len(bounds) - 1):
@@ -440,7 +431,7 @@ def _dense_value_grad(X, y, s, o, w, b, bounds, acc, sums, d, diag, accd):
                 for i in range(m):
                     z[i] += X[r0 + i, j] * wj
             for i in range(m):
-                li, gi, hi = _pointwise(y[r0 + i], z[i])
+                li, gi, hi = pointwise(task, y[r0 + i], z[i])
                 si = s[r0 + i]
                 loss += si * li
                 g = si * gi
@@ -566,6 +557,7 @@ def value_grad(
     b: float,
     *,
     diag: bool = False,
+    task: int = 0,
 ) -> tuple[float, np.ndarray, float, np.ndarray, np.ndarray | None]:
     """Loss and gradient sums at ``(w, b)``, and each row's curvature.
 
@@ -574,13 +566,15 @@ def value_grad(
     X : Design (or a matrix, prepared on the fly), shape (n, p)
         The design.
     y, s, o : ndarray, shape (n,)
-        Labels (0/1), row weights and offsets (float64, contiguous).
+        Labels, row weights and offsets (float64, contiguous).
     w : ndarray, shape (p,)
         Coefficients.
     b : float
         Intercept.
     diag : bool
         Also sum ``X^T d`` and ``(X * X)^T d`` (the Hessian's diagonal).
+    task : int
+        Code of the loss (:data:`gdmix.losses.TASK_CODES`; 0, logistic, by default).
 
     Returns
     -------
@@ -591,7 +585,7 @@ def value_grad(
     gsum : float
         ``sum_i s_i g_i``.
     d : ndarray, shape (n,)
-        ``s_i sigmoid(z_i) (1 - sigmoid(z_i))``.
+        ``s_i l''(y_i, z_i)`` (logistic: ``s_i sigmoid(z_i) (1 - sigmoid(z_i))``).
     xd : ndarray, shape (2, p), or None
         ``X^T d`` and ``(X * X)^T d`` when ``diag``.
     """
@@ -606,14 +600,14 @@ def value_grad(
     if D.sparse:
         M = D.X
         g = np.empty(n)
-        _csr_rows_loss(M.indptr, M.indices, M.data, y, s, o, w, float(b), bounds, sums, g, d)
+        _csr_rows_loss(M.indptr, M.indices, M.data, y, s, o, w, float(b), bounds, sums, g, d, task)
         xg = _column_sums(D, g)
         if diag:
             xd = np.stack(_column_sums2(D, d))
     else:
         acc = _acc(k, p)
         accd = np.zeros((k, 2, p) if diag else (k, 2, 1))
-        args = (w, float(b), bounds, acc, sums, d, diag, accd)
+        args = (w, float(b), bounds, acc, sums, d, diag, accd, task)
         if D.X.flags.c_contiguous:
             _rows_value_grad(D.X, y, s, o, *args)
         else:
@@ -631,6 +625,8 @@ def value_grad_hessian(
     o: np.ndarray,
     w: np.ndarray,
     b: float,
+    *,
+    task: int = 0,
 ) -> tuple[float, np.ndarray, float, np.ndarray, tuple[np.ndarray, np.ndarray, float]]:
     """:func:`value_grad` and :func:`hessian` at ``(w, b)``, in one pass over a narrow
     CSR design (two otherwise).
@@ -639,7 +635,7 @@ def value_grad_hessian(
     """
     D = prepare(X)
     if not D.sparse or D.Xt is not None:
-        loss, xg, gsum, d, _ = value_grad(D, y, s, o, w, b)
+        loss, xg, gsum, d, _ = value_grad(D, y, s, o, w, b, task=task)
         return loss, xg, gsum, d, hessian(D, d)
     n, p = D.shape
     k = max(1, min(len(D.row_bounds) - 1, 32, _ACC_BUDGET // max(p * p, 1)))
@@ -650,7 +646,21 @@ def value_grad_hessian(
     M = D.X
     w = np.ascontiguousarray(w, dtype=np.float64)
     _csr_rows_newton(
-        M.indptr, M.indices, M.data, y, s, o, w, float(b), bounds, sums, d, accg, acch, accd
+        M.indptr,
+        M.indices,
+        M.data,
+        y,
+        s,
+        o,
+        w,
+        float(b),
+        bounds,
+        sums,
+        d,
+        accg,
+        acch,
+        accd,
+        task,
     )
     H = acch.sum(axis=0)
     pieces = (0.5 * (H + H.T), accd.sum(axis=0), float(d.sum()))

@@ -52,6 +52,7 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
 
+from gdmix.losses import task_code
 from gdmix.solvers import fixed_kernels as fk
 from gdmix.solvers.tron import (
     MinimizeResult,
@@ -179,6 +180,8 @@ class InMemoryLogistic:
         0/1 labels.
     sample_weight, offset : ndarray, shape (n,), optional
         Row weights (default 1) and offsets (default 0).
+    task : {"logistic", "linear", "poisson"}
+        The loss (:mod:`gdmix.losses`); the class keeps its name from the first one.
     """
 
     def __init__(
@@ -187,7 +190,10 @@ class InMemoryLogistic:
         y: np.ndarray,
         sample_weight: np.ndarray | None = None,
         offset: np.ndarray | None = None,
+        task: str = "logistic",
     ) -> None:
+        self.task = task
+        self.task_code = task_code(task)
         self.X = fk.prepare(X)
         n, self.n_features = self.X.shape
         self.y = np.ascontiguousarray(y, dtype=np.float64)
@@ -216,9 +222,9 @@ class InMemoryLogistic:
         with ``hessian``, the Hessian, summed in the same pass)."""
         X, y, s, o = self.X, self.y, self.s, self.o
         if hessian:
-            loss, xg, gsum, d, pieces = fk.value_grad_hessian(X, y, s, o, w, b)
+            loss, xg, gsum, d, pieces = fk.value_grad_hessian(X, y, s, o, w, b, task=self.task_code)
             return loss, xg, gsum, (d, pieces), None
-        loss, xg, gsum, d, xd = fk.value_grad(X, y, s, o, w, b, diag=diag)
+        loss, xg, gsum, d, xd = fk.value_grad(X, y, s, o, w, b, diag=diag, task=self.task_code)
         sums = (float(d.sum()), xd[0], xd[1]) if xd is not None else None
         return loss, xg, gsum, (d, None), sums
 
@@ -515,8 +521,11 @@ def _runs_off(
     margin while the gradient vanishes, whereas at a true optimum it vanishes too.
     """
     total, _, xxs, label_sum = moments
+    task = getattr(problem.data, "task", "logistic")
+    if task == "linear":  # a squared loss always has a minimum
+        return False
     if problem.fit_intercept and problem.il2 == 0.0 and total > 0:
-        if label_sum <= 0.0 or label_sum >= total:
+        if label_sum <= 0.0 or (task == "logistic" and label_sum >= total):
             return True
     free = (problem.prec == 0.0) & (xxs > 0.0)
     if not free.any():

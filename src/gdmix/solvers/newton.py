@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from numba import prange
 
 from gdmix.data.layout import empty_touched
+from gdmix.losses import TASK_CODES, task_code
 from gdmix.solvers.lockstep import LANES, solve_groups_par, solve_groups_ser
 from gdmix.solvers.rows import entry_column, entry_value, row_span, skip_entry
 from gdmix.solvers.subspace import solve_blocks_par, solve_blocks_ser
@@ -160,6 +161,7 @@ def solve_entities(
     max_iter: int = 50,
     tol: float = 1e-9,
     progress: object | None = None,
+    task: str = "logistic",
 ) -> NewtonStats:
     """Solve the listed entities' regressions, updating ``coef``/``intercept`` in place.
 
@@ -195,11 +197,15 @@ def solve_entities(
         Newton iteration limit; stop when ``max|grad| <= tol * max(1, sum of weights)``.
     progress : tqdm-like, optional
         Updated with the number of entities solved.
+    task : {"logistic", "linear", "poisson"}
+        The loss (:mod:`gdmix.losses`). The lockstep kernel is written for the logistic
+        loss; the other tasks solve every entity with the subspace kernel.
 
     Returns
     -------
     NewtonStats
     """
+    code = task_code(task)
     n_entities, d = coef.shape
     indptr, indices, data = design_arrays(X)
     var_mode = _VARIANCE_MODES[variance]
@@ -235,7 +241,8 @@ def solve_entities(
               var_mode, var, var_b)  # fmt: skip
     entities = np.ascontiguousarray(entities, dtype=np.int64)
     counts = np.diff(starts)[entities]
-    lockstep = (counts <= LOCKSTEP_MAX_ROWS) if d <= LOCKSTEP_MAX_FEATURES else counts < 0
+    narrow = d <= LOCKSTEP_MAX_FEATURES and code == TASK_CODES["logistic"]
+    lockstep = (counts <= LOCKSTEP_MAX_ROWS) if narrow else counts < 0
     n_iter = np.zeros(len(entities), dtype=np.int64)
     converged = np.zeros(len(entities), dtype=np.bool_)
 
@@ -269,7 +276,7 @@ def solve_entities(
         kernel = solve_blocks_par if _threaded(int(counts[idx][lo:hi].sum())) else solve_blocks_ser
         kernel(indptr, indices, data, perm, starts, y, sample_weight, offset, ents[lo:hi],
                block_starts.astype(np.int64), *common, CG_MIN_FEATURES, int(max_iter),
-               float(tol), it_part[lo:hi], ok_part[lo:hi], *storage)  # fmt: skip
+               float(tol), it_part[lo:hi], ok_part[lo:hi], *storage, code)  # fmt: skip
         if progress is not None:
             progress.update(max(0, min(hi, n_new) - lo))  # retried entities were counted
     n_iter[idx] += it_part

@@ -18,14 +18,14 @@ import numba
 import numpy as np
 from numba import prange
 
-from gdmix.losses import loss_scalar, sigmoid_scalar
+from gdmix.losses import pointwise
 from gdmix.solvers.rows import entry_column, entry_value, row_span, skip_entry
 
 __all__ = ["solve_blocks_par", "solve_blocks_ser"]
 
 
 @numba.njit(cache=True)
-def _objective(X, ys, ss, os_, m, p, pen, mu, beta, z):
+def _objective(X, ys, ss, os_, m, p, pen, mu, beta, z, task):
     """Penalised objective at ``beta``; fills the margins ``z``."""
     f = 0.0
     for c in range(p):
@@ -35,7 +35,7 @@ def _objective(X, ys, ss, os_, m, p, pen, mu, beta, z):
         for c in range(p):
             acc += X[r, c] * beta[c]
         z[r] = acc
-        f += ss[r] * loss_scalar(ys[r], acc)
+        f += ss[r] * pointwise(task, ys[r], acc)[0]
     return f
 
 
@@ -149,7 +149,9 @@ def _inverse_diagonal(L, p, out, work):
 
 
 @numba.njit(cache=True)
-def _newton(X, ys, ss, os_, m, p, pen, mu, beta, z, g, H, delta, trial, w2, cg, max_iter, tol):
+def _newton(
+    X, ys, ss, os_, m, p, pen, mu, beta, z, g, H, delta, trial, w2, cg, max_iter, tol, task
+):
     """Damped Newton on one entity. Returns (iterations, converged).
 
     With ``cg`` the Newton system is solved by conjugate gradients with Hessian-vector
@@ -159,14 +161,14 @@ def _newton(X, ys, ss, os_, m, p, pen, mu, beta, z, g, H, delta, trial, w2, cg, 
     for r in range(m):
         wsum += ss[r]
     gtol = tol * max(1.0, wsum)
-    f = _objective(X, ys, ss, os_, m, p, pen, mu, beta, z)
+    f = _objective(X, ys, ss, os_, m, p, pen, mu, beta, z, task)
     for it in range(max_iter + 1):
         for c in range(p):
             g[c] = pen[c] * (beta[c] - mu[c])
         for r in range(m):
-            pr = sigmoid_scalar(z[r])
-            gr = ss[r] * (pr - ys[r])
-            w2[r] = ss[r] * pr * (1.0 - pr)
+            _, gr, hr = pointwise(task, ys[r], z[r])
+            gr *= ss[r]
+            w2[r] = ss[r] * hr
             for c in range(p):
                 g[c] += gr * X[r, c]
         gmax = 0.0
@@ -195,18 +197,18 @@ def _newton(X, ys, ss, os_, m, p, pen, mu, beta, z, g, H, delta, trial, w2, cg, 
         if accepted:
             for c in range(p):
                 trial[c] = beta[c] - delta[c]
-            f_new = _objective(X, ys, ss, os_, m, p, pen, mu, trial, z)
+            f_new = _objective(X, ys, ss, os_, m, p, pen, mu, trial, z, task)
         for _ in range(0 if accepted else 40):
             for c in range(p):
                 trial[c] = beta[c] - step * delta[c]
-            f_new = _objective(X, ys, ss, os_, m, p, pen, mu, trial, z)
+            f_new = _objective(X, ys, ss, os_, m, p, pen, mu, trial, z, task)
             if f_new <= f - 1e-4 * step * slope:
                 accepted = True
                 break
             step *= 0.5
         if not accepted:
             # No decrease is possible in floating point: we are at the optimum's precision.
-            _objective(X, ys, ss, os_, m, p, pen, mu, beta, z)
+            _objective(X, ys, ss, os_, m, p, pen, mu, beta, z, task)
             return it, gmax <= 1e3 * gtol
         for c in range(p):
             beta[c] = trial[c]
@@ -238,7 +240,7 @@ def _solve_blocks_py(
     indptr, indices, data, perm, starts, y, s, o, entities, block_starts,
     l2, l2_b, fit_b, has_prior, prior_mean, prior_mean_b, prior_prec, prior_prec_b,
     coef, icpt, var_mode, var, var_b, cg_min_features, max_iter, tol, n_iter, converged,
-    d, sparse, prev_ptr, prev_feat, prev_val, slot_ptr, slot_feat, slot_val, slot_var,
+    d, sparse, prev_ptr, prev_feat, prev_val, slot_ptr, slot_feat, slot_val, slot_var, task,
 ):  # fmt: skip
     # Dense storage: coef/var are (n_entities, d). Sparse storage (wide shards): the warm
     # start is read from prev_* (CSR rows per entity) and the solution written into each
@@ -333,7 +335,25 @@ def _solve_blocks_py(
                 mu[dl] = prior_mean_b[e] if has_prior else 0.0
             cg = p >= cg_min_features
             it, ok = _newton(
-                X, ys, ss, os_, m, p, pen, mu, beta, z, g, H, delta, trial, w2, cg, max_iter, tol
+                X,
+                ys,
+                ss,
+                os_,
+                m,
+                p,
+                pen,
+                mu,
+                beta,
+                z,
+                g,
+                H,
+                delta,
+                trial,
+                w2,
+                cg,
+                max_iter,
+                tol,
+                task,
             )
             n_iter[t] = it
             converged[t] = ok
@@ -348,10 +368,9 @@ def _solve_blocks_py(
                 loc[feat[c]] = -1
             icpt[e] = beta[dl] if fit_b else 0.0
             if var_mode > 0:
-                _objective(X, ys, ss, os_, m, p, pen, mu, beta, z)
+                _objective(X, ys, ss, os_, m, p, pen, mu, beta, z, task)
                 for r in range(m):
-                    pr = sigmoid_scalar(z[r])
-                    w2[r] = ss[r] * pr * (1.0 - pr)
+                    w2[r] = ss[r] * pointwise(task, ys[r], z[r])[2]
                 _hessian(X, m, p, pen, w2, 0.0, H)
                 if var_mode == 1:
                     for c in range(p):
