@@ -102,6 +102,13 @@ def test_refit_with_feature_matrices_stacks_them() -> None:
     source = gdmix.fit(
         _config([5.0, 0.05], 1.0, 1), train, val, features={"g": X}, validation_features={"g": Xv}
     )
+    names = [f"term{j}" for j in range(12)]
+    named = gdmix.fit(
+        _config([5.0, 0.05], 1.0, 1), train, val, features={"g": X},
+        validation_features={"g": Xv}, feature_names={"g": names},
+    )  # fmt: skip
+    # The source's column names carry over to the refit (matrices in the same order).
+    assert gdmix.refit(named, [train, val], features={"g": [X, Xv]})["g"].features.matrix == names
     refit = gdmix.refit(source, [train, val], features={"g": [X, Xv]})
     hand = gdmix.fit(
         _config(source.metrics["params"]["g"]["l2"], 1.0, 1, tol=0.0),

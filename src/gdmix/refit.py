@@ -194,6 +194,19 @@ def _read_parts(data: Any, what: str) -> tuple[pd.DataFrame, list[dict[str, Any]
     return frame, entries
 
 
+def _source_names(model: GDMixModel, features: dict[str, Any]) -> dict[str, list[str]]:
+    """The source model's matrix column names of the coordinates in ``features`` given
+    as matrices without names of their own (not DataFrames)."""
+    out = {}
+    for c in model.coordinates:
+        names = getattr(c.features, "matrix", None)
+        value = features.get(c.name)
+        parts = value if isinstance(value, list | tuple) else [value]
+        if names and value is not None and not any(isinstance(p, pd.DataFrame) for p in parts):
+            out[c.name] = list(names)
+    return out
+
+
 def refit(
     model: GDMixModel | str | os.PathLike[str],
     data: TableLike | Sequence[TableLike] | None = None,
@@ -219,7 +232,9 @@ def refit(
         Feature matrices of the coordinates trained on one (see :func:`gdmix.fit`); a
         list holds one matrix per table of ``data``, in order.
     feature_names : dict of str to list of str, optional
-        Their column names (see :func:`gdmix.fit`).
+        Their column names (see :func:`gdmix.fit`); by default the source model's, the
+        matrices' columns then being in the source's order (a DataFrame's own names are
+        used as they are).
     training : TrainingConfig, optional
         Training settings to use (threads, progress, engine...); ``n_passes`` and ``tol``
         come from the plan.
@@ -248,6 +263,8 @@ def refit(
             raise ConfigError("refit: no data given, and the source model names no data files")
         data = paths
     frame, entries = _read_parts(data, "data")
+    if feature_names is None and isinstance(features, dict):
+        feature_names = _source_names(model, features)
     start = time.perf_counter()
     if plan.schedule:
         if plan.config.training.engine != "local":
