@@ -97,7 +97,9 @@ def read_table(
     source : DataFrame, pyarrow Table or path
         A ``pandas.DataFrame`` (returned as is), a ``pyarrow.Table`` (converted as a
         Parquet file is), a ``.parquet`` file, a folder of Parquet files (a dataset), or
-        a ``.csv`` / ``.csv.gz`` file (UTF-8).
+        a ``.csv`` / ``.csv.gz`` file (UTF-8), an ``.avro`` file or folder of them, or
+        a day range ``ROOT/daily/yyyy/MM/dd..yyyy/MM/dd`` (see :mod:`gdmix.data.avro`
+        and :mod:`gdmix.data.dated`).
     columns : list of str, optional
         Read only these columns from a file (a DataFrame is returned whole).
     optional : list of str, optional
@@ -131,6 +133,11 @@ def read_table(
         except (pa.ArrowException, ValueError) as err:
             reason = " ".join(str(err).split())
             raise DataError(f"cannot convert the Arrow table: {reason}") from None
+    from gdmix.data.avro import read_avro_source  # Avro files and folders, day ranges
+
+    frame = read_avro_source(source, columns, optional=optional)
+    if frame is not None:
+        return frame
     path = Path(source)
     if not path.exists():
         raise DataError(f"data file {path} does not exist")

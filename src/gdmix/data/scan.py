@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from gdmix.data.avro import is_avro_source
 from gdmix.data.io import arrow_to_pandas
 from gdmix.errors import DataError
 
@@ -84,7 +85,7 @@ def parquet_batches(
 ) -> ParquetBatches | None:
     """Batches of a Parquet file or folder, or ``None`` for any other source.
 
-    ``None`` (a DataFrame, a CSV file, a path that does not exist) means: read it whole
+    ``None`` (a DataFrame, a CSV file, Avro, a path that does not exist) means: read it whole
     with :func:`gdmix.data.io.read_table`, which also reports what is wrong with it.
 
     Parameters
@@ -109,6 +110,8 @@ def parquet_batches(
         return None
     path = Path(source)
     if not path.exists() or not (path.is_dir() or path.name.lower().endswith(_PARQUET)):
+        return None
+    if is_avro_source(path):  # a folder of Avro files: read whole
         return None
     try:
         dataset = pads.dataset(path, format="parquet", partitioning="hive")
