@@ -14,7 +14,19 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from gdmix._version import __version__
-from gdmix.cli import data, evaluate, inspect, models, refresh, report, score, serve, train
+from gdmix.cli import (
+    data,
+    evaluate,
+    export_photon,
+    import_photon,
+    inspect,
+    models,
+    refresh,
+    report,
+    score,
+    serve,
+    train,
+)
 from gdmix.errors import GDMixError
 
 __all__ = ["main"]
@@ -23,7 +35,10 @@ logger = logging.getLogger("gdmix")
 
 #: Command modules, in the order ``gdmix --help`` lists them. Each has ``NAME``, ``HELP``,
 #: ``add_arguments(parser)`` and ``run(args) -> int``.
-COMMANDS: list[ModuleType] = [train, refresh, models, score, serve, evaluate, inspect, report, data]
+COMMANDS: list[ModuleType] = [
+    train, refresh, models, score, serve, evaluate, inspect, report, data, export_photon,
+    import_photon,
+]  # fmt: skip
 
 _DESCRIPTION = """\
 gdmix trains generalized deep mixed models: logit = offset + f(x) + sum_i r_i(x_i),
@@ -37,6 +52,8 @@ a global fixed effect plus per-entity random effects, by block coordinate descen
   gdmix models list --store STORE                  the versions of a model store
   gdmix inspect DIR                                one screen about a model
   gdmix report --model DIR --output report.html    HTML report with plots
+  gdmix export-photon DIR OUT                      linear effects as Photon Avro models
+  gdmix import-photon OUT --output DIR             Photon Avro models as a gdmix model
 
 Bad input (missing column, bad labels, NaN, unknown config key, unusable output path,
 full disk...) is reported in one line with exit status 2.

@@ -1,0 +1,143 @@
+"""The Photon/GAME model folder: its layout and its safe replacement.
+
+Layout (the one Photon's GAME drivers write and read)::
+
+    OUT/
+      fixed-effect/<coordinate>/id-info                    the feature shard id
+      fixed-effect/<coordinate>/coefficients/part-00000.avro
+      random-effect/<coordinate>/id-info                   entity column, feature shard id
+      random-effect/<coordinate>/coefficients/part-00000.avro
+      gdmix-photon.json                                    gdmix's own notes (see below)
+
+Each ``part-*.avro`` holds ``BayesianLinearModelAvro`` records: one (model id
+``fixed-effect``) for a fixed effect, one per entity (model id = entity id) for a random
+effect. ``gdmix-photon.json`` records what Photon's records cannot hold (the column
+roles, each coordinate's config and feature index map, the entity id type), so that
+importing a folder gdmix exported gives back the same model; Photon ignores it.
+
+An export is written into a hidden folder next to ``OUT`` and moved into place in one
+rename (an existing export is swapped in one exchange where the file system allows), so
+``OUT`` never holds half an export. ``OUT`` may be missing or empty; an export gdmix
+wrote before is replaced only with ``overwrite``; any other folder is never replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from gdmix.errors import OutputError
+from gdmix.fsutil import PathLock, debris, rename_exchange, sibling
+from gdmix.model_dir import check_writable_parent
+
+__all__ = [
+    "COEFFICIENTS",
+    "EXPORT_ENTRIES",
+    "FIXED_EFFECT",
+    "ID_INFO",
+    "NOTES",
+    "PART",
+    "RANDOM_EFFECT",
+    "check_export_target",
+    "write_export_folder",
+]
+
+FIXED_EFFECT = "fixed-effect"
+RANDOM_EFFECT = "random-effect"
+COEFFICIENTS = "coefficients"
+ID_INFO = "id-info"
+PART = "part-00000.avro"
+NOTES = "gdmix-photon.json"
+#: Top-level entries of an export.
+EXPORT_ENTRIES = frozenset({FIXED_EFFECT, RANDOM_EFFECT, NOTES})
+
+
+def _is_export(path: Path) -> bool:
+    names = {e.name for e in path.iterdir()}
+    return NOTES in names and names <= EXPORT_ENTRIES
+
+
+def check_export_target(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Check, before any work, that an export may be written at ``path``.
+
+    Raises
+    ------
+    OutputError
+        When ``path`` is a file, a folder holding anything but an earlier export, or an
+        earlier export without ``overwrite``.
+    """
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise OutputError(f"{path} exists and is not a folder; refusing to replace it")
+        if any(path.iterdir()):
+            if not _is_export(path):
+                raise OutputError(
+                    f"{path} is a folder that does not hold a gdmix Photon export; refusing to "
+                    "replace it (choose a new or empty folder)"
+                )
+            if not overwrite:
+                raise OutputError(
+                    f"{path} holds an earlier export; pass --overwrite (overwrite=True) to "
+                    "replace it"
+                )
+    check_writable_parent(path)
+    return path
+
+
+def _swap(tmp: Path, target: Path) -> None:
+    if target.exists() and not any(target.iterdir()):
+        target.rmdir()
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    if rename_exchange(tmp, target):
+        shutil.rmtree(tmp, ignore_errors=True)  # now the previous export
+        return
+    old = sibling(target, "old")
+    os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_export_folder(
+    path: str | os.PathLike[str], write: Callable[[Path], None], *, overwrite: bool = False
+) -> Path:
+    """Create or replace an export folder atomically: ``write(tmp)`` fills a hidden
+    folder next to ``path``, which then takes its place.
+
+    Raises
+    ------
+    OutputError
+        When the target is unusable (see :func:`check_export_target`) or writing fails.
+    """
+    path = Path(path)
+    check_export_target(path, overwrite=overwrite)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with PathLock(path):
+            for kind, entry in debris(path):  # leftovers of killed exports
+                if kind == "old" and not path.exists():
+                    os.replace(entry, path)
+                else:
+                    shutil.rmtree(entry, ignore_errors=True)
+            check_export_target(path, overwrite=overwrite)
+            tmp = sibling(path, "tmp")
+            tmp.mkdir()
+            try:
+                write(tmp)
+                _swap(tmp, path)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        where = f" ({err.filename})" if err.filename else ""
+        raise OutputError(f"cannot write the export {path}: {reason}{where}") from None
+    return path
