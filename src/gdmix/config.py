@@ -25,6 +25,7 @@ from gdmix.config_base import (
 )
 from gdmix.config_deep import DeepFixedEffectConfig, GBDTFixedEffectConfig
 from gdmix.errors import ConfigError
+from gdmix.tasks import METRICS, Task, default_metric
 
 __all__ = [
     "CoordinateConfig",
@@ -236,6 +237,8 @@ class DataConfig(StrictModel):
     weight: str | None = Field(default=None, min_length=1)
     offset: str | None = Field(default=None, min_length=1)
     uid: str | None = Field(default=None, min_length=1)
+    #: The label's task: set from the top-level ``task`` of the config, not by hand.
+    task: Task = "logistic"
 
     @model_validator(mode="after")
     def _check_distinct(self) -> DataConfig:
@@ -309,8 +312,10 @@ class TrainingConfig(StrictModel):
         Without validation data, training stops after a pass that changes the training
         objective (log loss plus the coordinates' penalties) by less than this, relative
         to the objective; the history records why it stopped.
-    metric : {"auc", "log_loss"}
-        Validation metric for early stopping and the ``l2`` search.
+    metric : {"auc", "log_loss", "aupr", "rmse", "poisson_deviance"}
+        Validation metric for early stopping and the ``l2`` search: one of the task's
+        (``auc``, ``log_loss``, ``aupr``, ``rmse`` for logistic; ``rmse`` for linear;
+        ``poisson_deviance``, ``rmse`` for Poisson). Default: the task's first.
     early_stopping : bool
         Stop when a whole pass does not improve the validation metric by ``min_delta``;
         the best model seen is the one returned.
@@ -348,7 +353,7 @@ class TrainingConfig(StrictModel):
 
     n_passes: int = Field(default=1, ge=1)
     tol: float = Field(default=1e-7, ge=0, allow_inf_nan=False)
-    metric: Literal["auc", "log_loss"] = "auc"
+    metric: Literal["auc", "log_loss", "aupr", "rmse", "poisson_deviance"] = "auc"
     early_stopping: bool = True
     min_delta: float = Field(default=1e-5, ge=0)
     l2_search: Literal["coordinate", "grid"] = "coordinate"
@@ -362,12 +367,53 @@ class TrainingConfig(StrictModel):
 
 
 class GDMixConfig(StrictModel):
-    """A whole gdmix training job: data, coordinates (in update order), training, output."""
+    """A whole gdmix training job: task, data, coordinates (in update order), training,
+    output.
 
+    ``task`` (``logistic``, ``linear`` or ``poisson``, see :mod:`gdmix.tasks`) is the
+    model's likelihood; it is copied into ``data`` and every coordinate, and sets the
+    default ``training.metric``. Deep and GBDT coordinates are logistic only.
+    """
+
+    task: Task = "logistic"
     data: DataConfig = Field(default_factory=DataConfig)
     coordinates: list[CoordinateConfig] = Field(min_length=1)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     output: str | None = None
+
+    @model_validator(mode="after")
+    def _spread_task(self) -> GDMixConfig:
+        task = self.task
+        parts = [("data", self.data), *((f"coordinate '{c.name}'", c) for c in self.coordinates)]
+        for where, part in parts:
+            if "task" in part.model_fields_set and part.task != task:
+                raise ValueError(
+                    f"{where} says task {part.task!r} but the config's task is {task!r}: set "
+                    "'task' once, at the top level"
+                )
+        if task != "logistic":
+            for c in self.coordinates:
+                if c.type not in ("fixed", "random"):
+                    raise ValueError(
+                        f"coordinate '{c.name}' (type '{c.type}') supports task 'logistic' only; "
+                        f"task {task!r} takes fixed and random (linear) coordinates"
+                    )
+                if c.type == "random" and (c.mode == "cohort" or c.estimates_prior()):
+                    raise ValueError(
+                        f"coordinate '{c.name}': 'l2: auto' and 'mode: cohort' support task "
+                        f"'logistic' only (task {task!r})"
+                    )
+        tc = self.training
+        if "metric" not in tc.model_fields_set:
+            tc.__dict__["metric"] = default_metric(task)
+        elif tc.metric not in METRICS[task]:
+            raise ValueError(
+                f"training.metric {tc.metric!r} is not a metric of task {task!r}; choose one "
+                f"of {list(METRICS[task])}"
+            )
+        for _, part in parts:
+            part.__dict__["task"] = task
+        return self
 
     @model_validator(mode="before")
     @classmethod

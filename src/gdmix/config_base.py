@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -83,6 +83,8 @@ class CoordinateBase(StrictModel):
     intercept: bool = True
     locked: bool = False
     init_model: str | None = None
+    #: The model's task: set from the top-level ``task`` of the config, not by hand.
+    task: Literal["logistic", "linear", "poisson"] = "logistic"
 
     @field_validator("l2", mode="before")
     @classmethod

@@ -24,6 +24,8 @@ import math
 import numba
 import numpy as np
 
+from gdmix.tasks import TASKS
+
 __all__ = [
     "TASKS",
     "TASK_CODES",
@@ -36,8 +38,6 @@ __all__ = [
     "task_loss",
 ]
 
-#: The tasks, in code order.
-TASKS = ("logistic", "linear", "poisson")
 #: Integer code of each task, as the compiled kernels take it.
 TASK_CODES = {name: i for i, name in enumerate(TASKS)}
 #: Largest margin whose ``exp`` is taken (Poisson): beyond it ``exp`` overflows float64.

@@ -40,8 +40,7 @@ from gdmix.effects.base import Coordinate
 from gdmix.effects.fixed_linear import FixedLinearEffect
 from gdmix.effects.random_effect import RandomEffect
 from gdmix.errors import ConfigError, DataError, ModelDirectoryError
-from gdmix.losses import sigmoid
-from gdmix.metrics import evaluate as evaluate_scores
+from gdmix.losses import inverse_link, sigmoid
 from gdmix.model_dir import (
     FORMAT_VERSION,
     coordinate_folder,
@@ -50,6 +49,8 @@ from gdmix.model_dir import (
     write_manifest_file,
     write_model_directory,
 )
+from gdmix.task_metrics import TaskEvaluator, task_evaluate
+from gdmix.tasks import default_metric
 
 __all__ = [
     "FORMAT_VERSION",
@@ -321,9 +322,31 @@ class GDMixModel:
         feature_names: dict[str, list[str]] | None = None,
     ) -> np.ndarray:
         """Probability of the positive class for every row: ``sigmoid(total)`` (the
-        arguments are :meth:`score`'s)."""
+        arguments are :meth:`score`'s). Logistic models only (see :meth:`predict`)."""
+        if self.task != "logistic":
+            raise ValueError(
+                f"a {self.task} model predicts means, not probabilities: use model.predict"
+            )
         scores = self.score(data, features=features, feature_names=feature_names)
         return sigmoid(scores["total"].to_numpy())
+
+    def predict(
+        self,
+        data: TableLike,
+        *,
+        features: dict[str, MatrixInput] | None = None,
+        feature_names: dict[str, list[str]] | None = None,
+    ) -> np.ndarray:
+        """The mean the model predicts for every row: a probability (logistic), the
+        total itself (linear) or the rate ``exp(total)`` (Poisson). The arguments are
+        :meth:`score`'s."""
+        scores = self.score(data, features=features, feature_names=feature_names)
+        return inverse_link(self.task, scores["total"].to_numpy())
+
+    @property
+    def task(self) -> str:
+        """The model's task: ``logistic``, ``linear`` or ``poisson``."""
+        return self.data.task
 
     # -- inspection ------------------------------------------------------------
     def summary(self, *, as_dict: bool = False, top: int = 10) -> str | dict[str, Any]:
@@ -369,13 +392,18 @@ class GDMixModel:
         feature_names: dict[str, list[str]] | None = None,
         group_by: list[str] | None = None,
         where: str = "evaluation data",
+        k: int = 10,
     ) -> dict[str, float]:
-        """AUC, log loss, per-entity AUC (``auc@col`` for each ``group_by`` column) and,
-        per random effect, the share of rows whose entity it knows (``coverage@name``).
+        """The task's metrics and, per random effect, the share of rows whose entity it
+        knows (``coverage@name``).
 
-        Metrics are also reported after each coordinate is added, as
-        ``auc_after@<coordinate>``, in training order. The weight column is used when
-        the table holds it. ``features`` and ``feature_names`` are :meth:`score`'s.
+        Logistic models: AUC, log loss, AUPR, RMSE of the probabilities, and per
+        ``group_by`` column the per-entity AUC (``auc@col``) and precision at ``k``
+        (``precision@k@col``). Linear models: RMSE. Poisson models: mean Poisson
+        deviance and RMSE. The task's first metric is also reported after each
+        coordinate is added, as ``<metric>_after@<coordinate>``, in training order. The
+        weight column is used when the table holds it. ``features`` and
+        ``feature_names`` are :meth:`score`'s.
         """
         group_by = list(group_by or [])
         optional = [c for c in (self.data.weight,) if c is not None]
@@ -393,14 +421,14 @@ class GDMixModel:
             if col not in frame.columns:
                 raise DataError(f"{where}: group-by column '{col}' does not exist")
             groups[col] = frame[col].to_numpy()
-        result = evaluate_scores(
-            roles.y, scores["total"].to_numpy(), sample_weight=roles.weight, groups=groups
-        )
+        result = task_evaluate(self.task, roles.y, scores["total"].to_numpy(),
+                               sample_weight=roles.weight, groups=groups, k=k)  # fmt: skip
+        first = default_metric(self.task)
+        after = TaskEvaluator(roles.y, roles.weight, self.task, first)
         running = roles.offset.copy()
         for c in self.coordinates:
             running = running + scores[c.name].to_numpy()
-            part = evaluate_scores(roles.y, running, sample_weight=roles.weight)
-            result[f"auc_after@{c.name}"] = part["auc"]
+            result[f"{first}_after@{c.name}"] = after.evaluate(running)[first]
         for name, share in coverage.items():
             result[f"coverage@{name}"] = share
         return result

@@ -26,44 +26,23 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from gdmix.errors import DataError
-from gdmix.losses import MAX_EXP_MARGIN, inverse_link
-from gdmix.metrics import BinaryEvaluator, grouped_auc
+from gdmix.losses import MAX_EXP_MARGIN, inverse_link, task_loss
+from gdmix.metrics import BinaryEvaluator, _logit_loss_sum, grouped_auc
+from gdmix.tasks import METRICS, default_metric, higher_is_better, task_metric_names
 
 __all__ = [
     "METRICS",
+    "TaskEvaluator",
     "average_precision",
     "default_metric",
     "higher_is_better",
+    "loss_sum",
     "poisson_deviance",
     "precision_at_k",
     "rmse",
     "task_evaluate",
     "task_metric_names",
 ]
-
-#: Every metric a config can select (``training.metric``), by task.
-METRICS = {
-    "logistic": ("auc", "log_loss", "aupr", "rmse"),
-    "linear": ("rmse",),
-    "poisson": ("poisson_deviance", "rmse"),
-}
-_HIGHER_IS_BETTER = {"auc", "aupr"}
-
-
-def default_metric(task: str) -> str:
-    """The metric that chooses among models by default: AUC, RMSE, Poisson deviance."""
-    return METRICS[task][0]
-
-
-def higher_is_better(metric: str) -> bool:
-    """Whether a larger value of ``metric`` is a better model."""
-    return metric in _HIGHER_IS_BETTER
-
-
-def task_metric_names(task: str) -> tuple[str, ...]:
-    """The metrics computed after every coordinate update for ``task``: the first two
-    of :data:`METRICS` (AUC and log loss; RMSE; Poisson deviance and RMSE)."""
-    return METRICS[task][:2]
 
 
 def _arrays(
@@ -198,3 +177,68 @@ def task_evaluate(
         raise ValueError(f"task must be one of {tuple(METRICS)}. Got {task!r} instead")
     out["n_rows"] = float(len(z))
     return out
+
+
+class TaskEvaluator:
+    """The metrics of many margin vectors over one table's fixed labels and weights.
+
+    For a logistic task, AUC and log loss through :class:`gdmix.metrics.BinaryEvaluator`
+    (the class split made once); for the others, their metrics of
+    :func:`gdmix.tasks.task_metric_names`. ``metric`` (the selection metric) is always
+    among the results.
+
+    Parameters
+    ----------
+    y_true : array_like of shape (n,)
+        Labels.
+    sample_weight : array_like of shape (n,), optional
+        Row weights.
+    task : {"logistic", "linear", "poisson"}
+        The model's task.
+    metric : str, optional
+        A metric to compute besides the task's usual ones (``aupr``, ``rmse``...).
+    """
+
+    def __init__(
+        self,
+        y_true: ArrayLike,
+        sample_weight: ArrayLike | None = None,
+        task: str = "logistic",
+        metric: str | None = None,
+    ) -> None:
+        self.task = task
+        self.names = tuple(dict.fromkeys([*task_metric_names(task), *([metric] if metric else [])]))
+        self.y = np.asarray(y_true, dtype=np.float64)
+        self.w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        self._binary = BinaryEvaluator(self.y, self.w) if task == "logistic" else None
+
+    def evaluate(self, margin: ArrayLike) -> dict[str, float]:
+        """The metrics of the margins ``margin`` (logits, means or log rates)."""
+        z = np.asarray(margin, dtype=np.float64)
+        out: dict[str, float] = {}
+        for name in self.names:
+            if name == "auc" and self._binary is not None:
+                out[name] = self._binary.auc(z)
+            elif name == "log_loss" and self._binary is not None:
+                out[name] = self._binary.log_loss(z)
+            elif name == "aupr":
+                out[name] = average_precision(self.y, z, self.w)
+            elif name == "rmse":
+                out[name] = rmse(self.y, inverse_link(self.task, z), self.w)
+            elif name == "poisson_deviance":
+                out[name] = poisson_deviance(self.y, z, self.w)
+            else:
+                raise ValueError(f"metric {name!r} is not a metric of task {self.task!r}")
+        return out
+
+    def goodness(self, metrics: dict[str, float], metric: str) -> float:
+        """``metric`` of ``metrics`` as a number to maximise."""
+        value = metrics[metric]
+        return value if higher_is_better(metric) else -value
+
+
+def loss_sum(task: str, y: np.ndarray, margin: np.ndarray, weight: np.ndarray) -> float:
+    """Weighted sum of the task's loss (the training objective without penalties)."""
+    if task == "logistic":
+        return float(_logit_loss_sum(y, margin, weight, True))
+    return float(np.dot(weight, task_loss(task, y, margin)))

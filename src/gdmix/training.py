@@ -31,9 +31,10 @@ from gdmix.effects.base import Coordinate, Validation
 from gdmix.effects.prior_estimation import fit_with_estimated_prior, others_terms
 from gdmix.errors import ConfigError
 from gdmix.history import finish_record, new_record
-from gdmix.metrics import BinaryEvaluator, _logit_loss_sum
 from gdmix.model import GDMixModel, load_saved_coordinate, make_coordinate
 from gdmix.solvers.jit_cache import announce_compilation
+from gdmix.task_metrics import TaskEvaluator, loss_sum
+from gdmix.tasks import higher_is_better
 
 __all__ = ["Callback", "fit", "log_callback"]
 
@@ -56,7 +57,10 @@ class _Table:
     roles: RoleColumns
     designs: dict[str, Any]
     scores: dict[str, np.ndarray] = field(default_factory=dict)
-    _evaluator: BinaryEvaluator | None = field(default=None, repr=False)
+    #: The model's task and the selection metric (``training.metric``).
+    task: str = "logistic"
+    metric: str | None = None
+    _evaluator: TaskEvaluator | None = field(default=None, repr=False)
     _current: tuple[list[tuple[str, np.ndarray]], dict[str, float]] | None = field(
         default=None, repr=False
     )
@@ -86,18 +90,21 @@ class _Table:
         return out
 
     def metrics(self, total: np.ndarray | None = None) -> dict[str, float]:
-        """AUC and log loss of ``total`` (default: the table's current total score).
+        """The task's metrics of ``total`` (default: the table's current total score):
+        AUC and log loss (logistic), RMSE (linear), Poisson deviance and RMSE (Poisson),
+        and the selection metric.
 
         The current total's metrics are kept until a score array is replaced, so that
         the end-of-pass and final evaluations of unchanged scores cost nothing.
         """
         assert self.roles.y is not None
         if self._evaluator is None:
-            self._evaluator = BinaryEvaluator(self.roles.y, self.roles.weight)
+            self._evaluator = TaskEvaluator(self.roles.y, self.roles.weight, self.task,
+                                            self.metric)  # fmt: skip
         if total is None and self._current is not None and self._unchanged(self._current[0]):
             return dict(self._current[1])
         t = self.total() if total is None else total
-        values = {"auc": self._evaluator.auc(t), "log_loss": self._evaluator.log_loss(t)}
+        values = self._evaluator.evaluate(t)
         if total is None:
             self._current = (list(self.scores.items()), dict(values))
         return values
@@ -112,7 +119,8 @@ class _Table:
 
 def _goodness(metrics: dict[str, float], metric: str) -> float:
     """Larger is better."""
-    return metrics["auc"] if metric == "auc" else -metrics["log_loss"]
+    value = metrics[metric]
+    return value if higher_is_better(metric) else -value
 
 
 def log_callback(record: dict[str, Any]) -> None:
@@ -123,7 +131,9 @@ def log_callback(record: dict[str, Any]) -> None:
             parts.append(f"{k}={v:g}")
         elif isinstance(v, list):  # one value per feature
             parts.append(f"{k}=[{', '.join(f'{x:.3g}' for x in v)}]")
-    for key in ("train_auc", "validation_auc", "validation_log_loss"):
+    keys = ("train_auc", "validation_auc", "validation_log_loss", "validation_aupr",
+            "train_rmse", "validation_rmse", "validation_poisson_deviance")  # fmt: skip
+    for key in keys:
         if record.get(key) is not None:
             parts.append(f"{key}={record[key]:.4f}")
     parts.append(f"{record['seconds']:.2f}s")
@@ -212,7 +222,8 @@ class _Trainer:
             trainable = training and c.name not in self.locked
             given = {"matrix": matrices[c.name]} if c.name in matrices else {}
             designs[c.name] = c.design(frame, name, training=trainable, **given)
-        table = _Table(name, roles, designs)
+        table = _Table(name, roles, designs, task=self.config.task,
+                       metric=self.config.training.metric)  # fmt: skip
         for c in self.coords:
             fitted = c.fitted
             table.scores[c.name] = (
@@ -281,7 +292,7 @@ class _Trainer:
                     continue
                 m = t.metrics(offsets[t.name] + new_scores[t.name])
                 prefix = "train" if t is self.train else "validation"
-                record[f"{prefix}_auc"], record[f"{prefix}_log_loss"] = m["auc"], m["log_loss"]
+                record.update({f"{prefix}_{k}": v for k, v in m.items()})
                 if t is selection:
                     goodness = _goodness(m, metric)
             record.update(seconds=seconds, **diag)
@@ -302,7 +313,7 @@ class _Trainer:
             logger.info("  %s: selected %s", coord.name, coord.params)
         if deferred and train_metrics:
             m = self.train.metrics(offsets[self.train.name] + best[2][self.train.name])
-            best[3].update(train_auc=m["auc"], train_log_loss=m["log_loss"])
+            best[3].update({f"train_{k}": v for k, v in m.items()})
         for t in self._tables():
             t.scores[coord.name] = best[2][t.name]
 
@@ -357,10 +368,10 @@ class _Trainer:
             coord.config = base.model_copy(update=steps[min(pass_no, len(steps)) - 1])
 
     def _objective(self) -> float:
-        """Training objective: weighted log loss of the total plus every penalty."""
+        """Training objective: the task's weighted loss of the total plus every penalty."""
         t = self.train
         assert t.roles.y is not None
-        loss = _logit_loss_sum(t.roles.y, t.total(), t.roles.weight, True)  # compiled
+        loss = loss_sum(self.config.task, t.roles.y, t.total(), t.roles.weight)
         return loss + sum(c.penalty() for c in self.coords)
 
     def _snapshot(self) -> list[Any]:
@@ -561,6 +572,11 @@ def fit(
 
         return fit_streaming(config, train, validation, callbacks=callbacks)
     if engine == "dask":
+        if config.task != "logistic":
+            raise ConfigError(
+                f"task {config.task!r} runs on the local and streaming engines; the dask "
+                "engine trains logistic models only (yet)"
+            )
         from gdmix.engines.dask_engine import fit_dask
 
         return fit_dask(

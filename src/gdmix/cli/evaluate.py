@@ -1,4 +1,4 @@
-"""``gdmix evaluate``: AUC, log loss, per-entity AUC and entity coverage of a saved model."""
+"""``gdmix evaluate``: a saved model's metrics (by task), per entity, and entity coverage."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 
 NAME = "evaluate"
-HELP = "AUC, log loss and per-entity AUC of a saved model"
+HELP = "metrics of a saved model (AUC, log loss, AUPR; RMSE; Poisson deviance)"
 DESCRIPTION = """\
-Evaluate a saved model on a labelled table; prints JSON: AUC, log loss, the AUC after
-each coordinate, per-entity AUC for every --group-by column, and for every random effect
+Evaluate a saved model on a labelled table; prints JSON. Logistic models: AUC, log loss,
+AUPR and RMSE of the probabilities, the AUC after each coordinate, and per --group-by
+column the per-entity AUC and precision@k. Linear models: RMSE (and after each
+coordinate); Poisson models: mean Poisson deviance and RMSE. For every random effect,
 the share of rows whose entity the model knows (coverage@<coordinate>)."""
 
 
@@ -19,8 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, help="model directory")
     parser.add_argument("--data", required=True, type=Path, help="Parquet or CSV table")
     parser.add_argument(
-        "--group-by", nargs="*", default=[], metavar="COL", help="per-entity AUC columns"
+        "--group-by",
+        nargs="*",
+        default=[],
+        metavar="COL",
+        help="per-entity AUC and precision@k columns (logistic models)",
     )
+    parser.add_argument("--k", type=int, default=10, help="the k of precision@k (default 10)")
     parser.add_argument(
         "--trust-custom-code",
         action="store_true",
@@ -33,5 +40,5 @@ def run(args: argparse.Namespace) -> int:
     from gdmix.model import GDMixModel
 
     model = GDMixModel.load(args.model, trust_custom_code=args.trust_custom_code)
-    print(json.dumps(model.evaluate(args.data, group_by=args.group_by), indent=2))
+    print(json.dumps(model.evaluate(args.data, group_by=args.group_by, k=args.k), indent=2))
     return 0

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output-probabilities",
         action="store_true",
-        help="also write 'probability' = sigmoid(total) for every row",
+        help="also write 'probability' = sigmoid(total) for every row ('mean' for linear\n"
+        "and Poisson models: the total, or exp(total))",
     )
     parser.add_argument(
         "--trust-custom-code",
@@ -49,9 +50,11 @@ def run(args: argparse.Namespace) -> int:
     model = GDMixModel.load(args.model, trust_custom_code=args.trust_custom_code)
     scores = model.score(args.data)
     if args.output_probabilities:
-        from gdmix.losses import sigmoid
+        from gdmix.losses import inverse_link
 
-        scores["probability"] = sigmoid(scores["total"].to_numpy())
+        # the mean of the task: a probability, the total itself, or a Poisson rate
+        column = "probability" if model.task == "logistic" else "mean"
+        scores[column] = inverse_link(model.task, scores["total"].to_numpy())
     write_table(scores, args.output, overwrite=args.overwrite)
     logger.info("wrote %d rows to %s", len(scores), args.output)
     return 0

@@ -61,15 +61,16 @@ def extract_roles(
     Raises
     ------
     DataError
-        Empty table, missing column, non-binary label, NaN/inf or negative weight, NaN/inf
-        or absurd (beyond +-100) offset.
+        Empty table, missing column, a label that does not fit the task (not 0/1 for
+        logistic, negative for Poisson), NaN/inf or negative weight, NaN/inf or absurd
+        (beyond +-100) offset.
     """
     check_not_empty(frame, where)
     n = len(frame)
     y = None
     if need_label or data.label in frame.columns:
         require_columns(frame, [data.label], where)
-        y = check_label(frame, data.label, where)
+        y = check_label(frame, data.label, where, data.task)
     weight = np.ones(n)
     if data.weight is not None and (need_weight or data.weight in frame.columns):
         require_columns(frame, [data.weight], where)

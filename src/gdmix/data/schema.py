@@ -94,15 +94,21 @@ def check_finite_numeric(frame: pd.DataFrame, column: str, where: str) -> np.nda
     return values
 
 
-def check_label(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
-    """Return the label column as float64 0/1, or raise when it is not binary."""
+def check_label(frame: pd.DataFrame, column: str, where: str, task: str = "logistic") -> np.ndarray:
+    """Return the label column as float64, or raise when it does not fit ``task``: 0/1
+    (logistic), any finite number (linear), a count >= 0 (Poisson)."""
     values = check_finite_numeric(frame, column, where)
-    bad = (values != 0) & (values != 1)
+    if task == "linear":
+        return values
+    if task == "poisson":
+        bad = values < 0
+        rule = "Poisson labels, counts >= 0"
+    else:
+        bad = (values != 0) & (values != 1)
+        rule = "0/1 values"
     if bad.any():
         found = np.unique(values[bad])[:5].tolist()
-        raise DataError(
-            f"{where}: label column '{column}' must hold 0/1 values. Got {found} instead"
-        )
+        raise DataError(f"{where}: label column '{column}' must hold {rule}. Got {found} instead")
     return values
 
 

@@ -118,7 +118,7 @@ class FixedLinearEffect(Coordinate):
             numba.set_num_threads(min(self.n_threads, numba.config.NUMBA_NUM_THREADS))
         try:
             res = minimize_logistic(
-                InMemoryLogistic(self._prepare(design), y, weight, offset),
+                InMemoryLogistic(self._prepare(design), y, weight, offset, self.config.task),
                 l2=l2,
                 fit_intercept=self.config.intercept,
                 coef0=coef0,

@@ -368,6 +368,7 @@ class RandomEffect(Coordinate):
                     variance="none" if variances is None else self.config.variance,
                     variances=variances,
                     max_iter=self.config.max_iter, tol=self.config.tol, progress=progress,
+                    task=self.config.task,
                 )  # fmt: skip
                 if result.coef is not None:  # sparse storage: new matrices
                     self.coef, self.variance = result.coef, result.variance

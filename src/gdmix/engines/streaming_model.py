@@ -46,10 +46,11 @@ from gdmix.engines.chunks import ChunkStore, StreamedLogistic
 from gdmix.errors import ConfigError, DataError
 from gdmix.fsutil import fresh_work_folder
 from gdmix.history import finish_record, new_record
-from gdmix.metrics import BinaryEvaluator, _logit_loss_sum
 from gdmix.model import GDMixModel
 from gdmix.solvers.jit_cache import announce_compilation
 from gdmix.solvers.lbfgs import minimize_logistic
+from gdmix.task_metrics import TaskEvaluator, loss_sum
+from gdmix.tasks import higher_is_better
 
 __all__ = ["fit_streaming", "needs_streaming"]
 
@@ -314,7 +315,9 @@ class _StreamingJob:
             fe.features = self.indexes[fe.name]
             fe.coef = np.zeros(fe.features.n_features)
         params = self.params[fe.name]
-        data = StreamedLogistic(t.chunks, fe.name, lambda a, b: t.others(fe.name, a, b))
+        data = StreamedLogistic(
+            t.chunks, fe.name, lambda a, b: t.others(fe.name, a, b), self.config.task
+        )
         coef0, intercept0 = fe.start_point(params["l2"])
         previous = numba.get_num_threads()
         if fe.n_threads is not None:
@@ -419,9 +422,10 @@ class _StreamingJob:
             return None
         if not hasattr(self, "_val_eval"):
             y, w, o = v.chunks.roles()
-            self._val_eval, self._val_offset = BinaryEvaluator(y, w), o
-        total = self._val_offset + v.total(0, v.n_rows)
-        return {"auc": self._val_eval.auc(total), "log_loss": self._val_eval.log_loss(total)}
+            tc = self.config
+            self._val_eval = TaskEvaluator(y, w, tc.task, tc.training.metric)
+            self._val_offset = o
+        return self._val_eval.evaluate(self._val_offset + v.total(0, v.n_rows))
 
     def _train_pass(self) -> tuple[float, float]:
         """``(weighted log loss sum, total weight)`` of the training table, chunk by chunk."""
@@ -431,21 +435,22 @@ class _StreamingJob:
         for c in t.chunks.chunks():
             assert c.y is not None
             z = c.offset + t.total(c.start, c.stop)
-            loss += _logit_loss_sum(c.y, z, c.weight, True)
+            loss += loss_sum(self.config.task, c.y, z, c.weight)
             weight += float(c.weight.sum())
         return loss, weight
 
     def _train_metrics(self) -> dict[str, float | None]:
+        task = self.config.task
         t = self.train
         assert t is not None
         setting = self.config.training.train_metrics
         small = t.n_rows <= 1_000_000
         if setting == "always" or (setting == "auto" and small):
             y, w, o = t.chunks.roles()
-            total = o + t.total(0, t.n_rows)
-            ev = BinaryEvaluator(y, w)
-            return {"auc": ev.auc(total), "log_loss": ev.log_loss(total)}
+            return TaskEvaluator(y, w, task).evaluate(o + t.total(0, t.n_rows))
         loss, weight = self._train_pass()
+        if task != "logistic":
+            return {"mean_loss": loss / max(weight, 1e-300)}
         return {"auc": None, "log_loss": loss / max(weight, 1e-300)}
 
     # -- the passes ---------------------------------------------------------
@@ -470,10 +475,7 @@ class _StreamingJob:
                 record = new_record(pass_no, _Named(cc.name, _kind(cc)), self.params[cc.name])
                 m = self._validation_metrics()
                 if m is not None:
-                    record["validation_auc"], record["validation_log_loss"] = (
-                        m["auc"],
-                        m["log_loss"],
-                    )
+                    record.update({f"validation_{k}": v for k, v in m.items()})
                 record.update(seconds=seconds, **diag)
                 finish_record(record)
                 self.history.append(record)
@@ -490,7 +492,7 @@ class _StreamingJob:
                     stopped = {"reason": "tol", "pass": pass_no, "objective_change": change}
                     break
                 continue
-            goodness = m["auc"] if metric == "auc" else -m["log_loss"]
+            goodness = m[metric] if higher_is_better(metric) else -m[metric]
             if goodness > best_goodness + tc.min_delta:
                 best_goodness, best_pass = goodness, pass_no
                 best_fixed = {n: (fe.coef.copy(), fe.intercept) for n, fe in self.fixed.items()}

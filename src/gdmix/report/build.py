@@ -181,11 +181,16 @@ def _with_data(report: _Report, model: Any, frame: pd.DataFrame, n_total: int, s
     y = frame[label].to_numpy(dtype=np.float64)
     scores = model.score(frame, where="report data")
     total = scores["total"].to_numpy()
-    p = sigmoid(total)
     sampled = (
         f" (a uniform sample of {len(frame):,} of {n_total:,} rows)" if len(frame) < n_total else ""
     )
     report.h2("On the given data" + sampled)
+    if model.task != "logistic":  # the task's metrics; the plots below are a classifier's
+        from gdmix.task_metrics import task_evaluate
+
+        report.add(_table([{"rows": len(frame), **task_evaluate(model.task, y, total)}]))
+        return
+    p = sigmoid(total)
     loss = logistic_loss(y, total)
     metrics = [
         {

@@ -25,7 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 from gdmix.config import CoordinateConfig
 from gdmix.data.features import FeatureIndex
 from gdmix.errors import GDMixError, ModelDirectoryError
-from gdmix.losses import sigmoid
+from gdmix.losses import inverse_link
 from gdmix.model import GDMixModel, model_path
 from gdmix.model_dir import coordinate_folder, read_manifest
 from gdmix.serving.schema import InputSpec, Request
@@ -55,9 +55,13 @@ class ScoreResult:
     total : ndarray
         The logit: offset + every coordinate.
     probability : ndarray
-        ``sigmoid(total)``.
+        The mean of the model's task: ``sigmoid(total)`` (logistic), ``total``
+        (linear) or ``exp(total)`` (Poisson).
     uid : list or None
         The rows' uid values, when the model has a uid column and the rows carry it.
+    task : str
+        The model's task; the JSON form names the mean ``probability`` for a logistic
+        model and ``mean`` otherwise.
     """
 
     scores: dict[str, np.ndarray]
@@ -65,6 +69,7 @@ class ScoreResult:
     total: np.ndarray
     probability: np.ndarray
     uid: list[Any] | None = None
+    task: str = "logistic"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (lists of floats, exact to the last bit)."""
@@ -72,7 +77,7 @@ class ScoreResult:
         if self.offset is not None:
             out["offset"] = self.offset.tolist()
         out["total"] = self.total.tolist()
-        out["probability"] = self.probability.tolist()
+        out["probability" if self.task == "logistic" else "mean"] = self.probability.tolist()
         if self.uid is not None:
             out["uid"] = self.uid
         return out
@@ -119,7 +124,8 @@ class ServingModel:
             scores[scorer.name] = s
             total += s
         uid = request.optional(self.inputs.uid) if self.inputs.uid is not None else None
-        return ScoreResult(scores, offset, total, sigmoid(total), uid)
+        task = (self.manifest.get("data") or {}).get("task", "logistic")
+        return ScoreResult(scores, offset, total, inverse_link(task, total), uid, task)
 
     def score_rows(
         self, rows: list[dict[str, Any]], context: dict[str, Any] | None = None
