@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from gdmix.config_base import CoordinateBase, L2Value, StrictModel
 
@@ -31,8 +31,14 @@ class TextConfig(StrictModel):
     ----------
     column : str
         The text column.
-    max_length : int
-        Tokens kept per row (longer texts are truncated, shorter ones padded).
+    max_length : int or None
+        Tokens kept per row (longer texts are truncated, shorter ones padded). ``None``
+        (the default) follows the training data: the 95th percentile of the training
+        texts' token counts, at least 1 and at most ``max_length_cap``. The value chosen
+        is saved with the model. Truncation is logged as a warning with the share of rows
+        cut.
+    max_length_cap : int
+        Upper bound of the data-driven ``max_length``.
     min_count : int
         Tokens seen fewer times in training map to the out-of-vocabulary id.
     max_vocab : int or None
@@ -42,7 +48,8 @@ class TextConfig(StrictModel):
     """
 
     column: str
-    max_length: int = Field(default=16, ge=1)
+    max_length: int | None = Field(default=None, ge=1)
+    max_length_cap: int = Field(default=256, ge=1)
     min_count: int = Field(default=1, ge=1)
     max_vocab: int | None = Field(default=50_000, ge=1)
     lowercase: bool = True
@@ -143,6 +150,38 @@ class DeepFixedEffectConfig(CoordinateBase):
         ``auto`` uses a GPU when one is present.
     seed : int
         Seed of initialisation and shuffling (deterministic on CPU).
+    lr_scaling : {"none", "sqrt", "linear"}
+        Learning-rate rule for large batches. With ``sqrt`` (advised for Adam) the rate
+        used is ``learning_rate * sqrt(batch_size / lr_reference_batch)``, with ``linear``
+        ``learning_rate * batch_size / lr_reference_batch``; ``none`` uses
+        ``learning_rate`` as it is.
+    lr_reference_batch : int or None
+        The batch size ``learning_rate`` was tuned at; needed by ``sqrt`` and ``linear``.
+    warmup_steps : int
+        The rate rises linearly from ``rate / warmup_steps`` to ``rate`` over the first
+        steps of each fit (0: no warm-up).
+    data_placement : {"auto", "device", "stream"}
+        Where the training rows live during a fit on a GPU. ``device``: every tensor
+        (features, labels, weights, offsets) on the GPU, batches drawn by a permutation
+        made on the GPU; ``stream``: features stay in pinned host memory and travel in
+        chunks of ``stream_chunk_rows`` rows; ``auto``: ``device`` when the training rows
+        take under half of the GPU's free memory. On the CPU the rows are used in place.
+    stream_chunk_rows : int
+        Rows per host-to-device chunk when streaming (rounded down to a multiple of
+        ``batch_size``).
+    fused_optimizer : {"auto", "on", "off"}
+        Adam/AdamW's fused kernel (``fused=True``): one kernel updates every parameter.
+        ``auto``: on for CUDA, off on the CPU (where it changes the rounding, and so the
+        trajectory, of the established CPU runs).
+    precision : {"auto", "fp32", "bf16"}
+        ``bf16`` runs the forward and backward passes under bf16 autocast (weights and
+        optimiser state stay float32); ``auto``: bf16 on a GPU that supports it when
+        ``batch_size`` is at least 4096 (small batches are launch-bound: autocast only
+        adds casts), float32 otherwise. Scoring is always float32.
+    compile : {"off", "default", "reduce-overhead", "max-autotune"}
+        ``torch.compile`` mode of the network's training forward pass (``reduce-overhead``
+        uses CUDA graphs); ``off`` runs eagerly. Compiling takes seconds to minutes and
+        pays off only for long fits.
     """
 
     type: Literal["deep"] = "deep"
@@ -157,6 +196,30 @@ class DeepFixedEffectConfig(CoordinateBase):
     patience: int = Field(default=2, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
+    lr_scaling: Literal["none", "sqrt", "linear"] = "none"
+    lr_reference_batch: int | None = Field(default=None, ge=1)
+    warmup_steps: int = Field(default=0, ge=0)
+    data_placement: Literal["auto", "device", "stream"] = "auto"
+    stream_chunk_rows: int = Field(default=1 << 20, ge=1)
+    fused_optimizer: Literal["auto", "on", "off"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
+
+    @model_validator(mode="after")
+    def _check_lr_rule(self) -> DeepFixedEffectConfig:
+        if self.lr_scaling != "none" and self.lr_reference_batch is None:
+            raise ValueError(
+                f"coordinate '{self.name}': 'lr_scaling' {self.lr_scaling!r} needs "
+                "'lr_reference_batch', the batch size 'learning_rate' was tuned at"
+            )
+        return self
+
+    def effective_learning_rate(self) -> float:
+        """The learning rate after ``lr_scaling`` (before warm-up)."""
+        if self.lr_scaling == "none" or self.lr_reference_batch is None:
+            return self.learning_rate
+        ratio = self.batch_size / self.lr_reference_batch
+        return self.learning_rate * (ratio**0.5 if self.lr_scaling == "sqrt" else ratio)
 
 
 class GBDTFixedEffectConfig(CoordinateBase):

@@ -19,10 +19,18 @@ scaled so that the averaged gradient is the gradient of the global minibatch's m
 loss, as in a single process. Validation and early stopping use the whole validation
 table on every rank, with rank 0's AUC as the one every rank acts on, so all ranks
 take the same decisions and end with the same weights.
+
+Speed (see ``docs/deep.md``): the training rows are held by a
+:class:`~gdmix.deep.feed.TrainingFeed`, made once per training table and kept between
+fits (only the offsets are copied again), resident on the device or streamed in pinned
+chunks; batches are drawn by a permutation on the device. ``fused_optimizer``,
+``precision`` (bf16 autocast), ``compile`` and the large-batch learning-rate rule
+(``lr_scaling``) are config switches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import time
@@ -41,6 +49,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gdmix.config_deep import DeepFixedEffectConfig
 from gdmix.deep.batches import DeepDesign, DeepEncoder, InputSchema
+from gdmix.deep.feed import TrainingFeed, fits_on_device
 from gdmix.deep.networks import build_network, load_custom_class
 from gdmix.effects.base import Coordinate, Validation
 from gdmix.errors import ConfigError, DataError
@@ -50,6 +59,8 @@ __all__ = ["TorchFixedEffect", "resolve_device", "set_process_group"]
 
 _FORMAT = 1
 _SCORE_BATCH = 8192
+#: ``precision: auto`` uses bf16 on a GPU from this batch size on.
+_BF16_MIN_BATCH = 4096
 
 # Process group of data-parallel training; None is torch.distributed's default group.
 _PROCESS_GROUP: Any = None
@@ -158,6 +169,11 @@ class TorchFixedEffect(Coordinate):
         self.epoch_history: list[dict[str, Any]] = []
         self._n_fits = 0
         self._on_device: dict[int, tuple[weakref.ref[DeepDesign], DeepDesign]] = {}
+        # The training table's feed, kept between fits (weakly keyed by the design)
+        self._feed: tuple[weakref.ref[DeepDesign], TrainingFeed] | None = None
+        # (network, torch.compile'd network), made once per network
+        self._compiled: tuple[nn.Module, nn.Module] | None = None
+        self._steps = 0  # optimiser steps of the current fit (learning-rate warm-up)
         # (network, process group, DistributedDataParallel wrapper), made once per network
         self._ddp: tuple[nn.Module, Any, nn.Module] | None = None
 
@@ -204,9 +220,6 @@ class TorchFixedEffect(Coordinate):
         self._on_device[id(design)] = (weakref.ref(design), moved)
         return moved
 
-    def _vector(self, values: np.ndarray) -> torch.Tensor:
-        return torch.tensor(np.asarray(values, dtype=np.float32), device=self.device)
-
     # -- model --------------------------------------------------------------
     def fit(
         self,
@@ -237,15 +250,17 @@ class TorchFixedEffect(Coordinate):
         n = len(design)
         if n == 0:
             raise DataError(f"coordinate '{self.name}': no training rows")
-        train = self._to_device(design)
-        yt, wt, ot = (self._vector(v) for v in (y, weight, offset))
-        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        opt = opt_cls(net.parameters(), lr=cfg.learning_rate, weight_decay=l2)
-        gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + self._n_fits) % 2**63)
-        devices = [self.device] if self.device.type == "cuda" else []
-        self._check_output(train.rows(0, min(n, 2)))
         world = _world()
-        model = self._wrap(world) if world is not None else net
+        feed = self._feed_for(design, resident=world is not None)
+        feed.set_targets(y, weight, offset)
+        opt = self._optimizer(l2)
+        seed = (cfg.seed * 1_000_003 + self._n_fits) % 2**63
+        # The permutation is drawn where the rows are: on the device when resident.
+        on_device = feed.mode == "resident" and world is None
+        gen = torch.Generator(device=self.device if on_device else "cpu").manual_seed(seed)
+        devices = [self.device] if self.device.type == "cuda" else []
+        self._check_output(feed.rows(min(n, 2)))
+        model = self._wrap(world) if world is not None else self._train_module()
         rank = world[1] if world is not None else 0
         start = time.perf_counter()
         with torch.random.fork_rng(devices=devices):
@@ -256,11 +271,11 @@ class TorchFixedEffect(Coordinate):
             best_epoch, stale = 0, 0
             history: list[dict[str, Any]] = [{"epoch": 0, "validation_auc": best}]
             for epoch in range(1, cfg.max_epochs + 1):
-                perm = torch.randperm(n, generator=gen).to(self.device)
                 if world is None:
-                    loss = self._epoch(opt, train, yt, wt, ot, perm)
+                    loss = self._epoch(model, opt, feed, gen)
                 else:
-                    loss = self._epoch_ddp(model, world, opt, train, yt, wt, ot, perm)
+                    perm = torch.randperm(n, generator=gen).to(self.device)
+                    loss = self._epoch_ddp(model, world, opt, feed, perm)
                 auc = self._validation_auc(validation, world)
                 history.append({"epoch": epoch, "train_loss": loss, "validation_auc": auc})
                 if auc is None:
@@ -284,6 +299,8 @@ class TorchFixedEffect(Coordinate):
             "train_loss": history[-1].get("train_loss"),
             "examples_per_second": n * epochs / seconds if seconds > 0 else None,
             "device": str(self.device),
+            "data_placement": feed.mode,
+            "precision": "bf16" if self._bf16() else "fp32",
         }
         if world is not None:
             diag["world_size"] = world[2]
@@ -312,10 +329,7 @@ class TorchFixedEffect(Coordinate):
         model: nn.Module,
         world: tuple[Any, int, int],
         opt: torch.optim.Optimizer,
-        train: DeepDesign,
-        y: torch.Tensor,
-        weight: torch.Tensor,
-        offset: torch.Tensor,
+        feed: TrainingFeed,
         perm: torch.Tensor,
     ) -> float:
         """One data-parallel pass: this rank's share of every global minibatch. Its loss,
@@ -326,10 +340,13 @@ class TorchFixedEffect(Coordinate):
         self.network.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         rows = 0
+        y, weight, offset = feed.targets
+        train = feed.features
         for idx, b in _shards(perm, max(self.config.batch_size, size), rank, size):
-            z = self._forward(train.take(idx), model) + offset[idx]
+            with self._autocast():
+                z = self._forward(train.take(idx), model)
             row_loss = F.binary_cross_entropy_with_logits(
-                z, y[idx], weight=weight[idx], reduction="sum"
+                z.float() + offset[idx], y[idx], weight=weight[idx], reduction="sum"
             )
             opt.zero_grad(set_to_none=True)
             (row_loss * (size / b)).backward()
@@ -345,27 +362,99 @@ class TorchFixedEffect(Coordinate):
 
     def _epoch(
         self,
+        model: nn.Module,
         opt: torch.optim.Optimizer,
-        train: DeepDesign,
-        y: torch.Tensor,
-        weight: torch.Tensor,
-        offset: torch.Tensor,
-        perm: torch.Tensor,
+        feed: TrainingFeed,
+        gen: torch.Generator,
     ) -> float:
         """One pass over the shuffled minibatches; returns the mean training loss."""
         assert self.network is not None
         self.network.train()
         loss_sum = torch.zeros((), device=self.device)
-        step = self.config.batch_size
-        for s in range(0, len(perm), step):
-            idx = perm[s : s + step]
-            z = self._forward(train.take(idx)) + offset[idx]
-            loss = F.binary_cross_entropy_with_logits(z, y[idx], weight=weight[idx])
+        warmup, rate = self.config.warmup_steps, self.config.effective_learning_rate()
+        for batch, y, weight, offset in feed.batches(self.config.batch_size, gen):
+            if self._steps < warmup:
+                for group in opt.param_groups:
+                    group["lr"] = rate * (self._steps + 1) / warmup
+            self._steps += 1
+            with self._autocast():
+                z = self._forward(batch, model)
+            loss = F.binary_cross_entropy_with_logits(z.float() + offset, y, weight=weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += loss.detach() * len(idx)
-        return float(loss_sum) / len(perm)
+            loss_sum += loss.detach() * len(y)
+        return float(loss_sum) / feed.n
+
+    # -- speed switches -----------------------------------------------------
+    def _feed_for(self, design: DeepDesign, *, resident: bool = False) -> TrainingFeed:
+        """The training feed of ``design``: made once per training table (and placement),
+        kept between fits so that later passes copy only the offsets."""
+        cfg = self.config
+        mode = "resident"
+        if not resident and self.device.type == "cuda":
+            if cfg.data_placement == "stream" or (
+                cfg.data_placement == "auto" and not fits_on_device(design, self.device)
+            ):
+                mode = "stream"
+        elif not resident and cfg.data_placement == "stream":
+            mode = "stream"  # on the CPU: the chunked loop over rows in place
+        if self._feed is not None:
+            ref, feed = self._feed
+            if ref() is design and feed.mode == mode and feed.device == self.device:
+                return feed
+        self._feed = None  # release the previous table's tensors first
+        feed = TrainingFeed(design, self.device, mode, cfg.stream_chunk_rows)  # type: ignore[arg-type]
+        self._feed = (weakref.ref(design), feed)
+        return feed
+
+    def _optimizer(self, l2: float) -> torch.optim.Optimizer:
+        """Adam or AdamW at the configured (scaled) rate, fused where configured."""
+        assert self.network is not None
+        cfg = self.config
+        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        fused = cfg.fused_optimizer == "on" or (
+            cfg.fused_optimizer == "auto" and self.device.type == "cuda"
+        )
+        rate = cfg.effective_learning_rate()
+        if cfg.warmup_steps:
+            rate /= cfg.warmup_steps
+        self._steps = 0
+        kwargs: dict[str, Any] = {"fused": True} if fused else {}
+        try:
+            return opt_cls(self.network.parameters(), lr=rate, weight_decay=l2, **kwargs)
+        except RuntimeError as err:
+            raise ConfigError(
+                f"coordinate '{self.name}': 'fused_optimizer: on' is not supported on "
+                f"{self.device} by this torch ({torch.__version__}): {err}"
+            ) from None
+
+    def _bf16(self) -> bool:
+        """Whether training runs under bf16 autocast (see ``precision``)."""
+        cfg = self.config
+        if cfg.precision != "auto":
+            return cfg.precision == "bf16"
+        return (
+            self.device.type == "cuda"
+            and cfg.batch_size >= _BF16_MIN_BATCH
+            and torch.cuda.is_bf16_supported()
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if not self._bf16():
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _train_module(self) -> nn.Module:
+        """The network for training steps: ``torch.compile``'d when configured."""
+        assert self.network is not None
+        mode = self.config.compile
+        if mode == "off":
+            return self.network
+        if self._compiled is None or self._compiled[0] is not self.network:
+            compiled = torch.compile(self.network, mode=mode, dynamic=False)
+            self._compiled = (self.network, compiled)  # type: ignore[assignment]
+        return self._compiled[1]
 
     def _check_output(self, batch: dict[str, torch.Tensor]) -> None:
         assert self.network is not None
@@ -415,14 +504,15 @@ class TorchFixedEffect(Coordinate):
         net = self.network
         was_training = net.training
         net.eval()
-        out = np.empty(len(design), dtype=np.float64)
+        # Collected on the device and copied back once: no synchronisation per batch.
+        out = torch.empty(len(design), dtype=torch.float64, device=self.device)
         step = max(self.config.batch_size, _SCORE_BATCH)
         with torch.no_grad():
             for s in range(0, len(design), step):
                 batch = {k: t.to(self.device) for k, t in design.rows(s, s + step).items()}
-                out[s : s + step] = self._forward(batch).double().cpu().numpy()
+                out[s : s + step] = self._forward(batch).double()
         net.train(was_training)
-        return out
+        return out.cpu().numpy()
 
     def get_state(self) -> dict[str, Any]:
         """Copy of the network's weights (on the CPU) and hyper-parameters."""
