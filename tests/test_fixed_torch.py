@@ -384,3 +384,17 @@ def test_bad_input_through_the_cli_is_one_line(toy_job, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "cannot import module 'no_such_pkg'" in err[0]
+
+
+def test_text_max_length_follows_the_data_and_is_saved(tmp_path: Path, caplog) -> None:
+    config, frame = _small_job(text={"column": "title"}, architecture={"kind": "mlp"})
+    # 300 titles: 285 of 3 words, 15 of 9 words -> 95% fit in 3 tokens.
+    frame["title"] = ["one two three"] * 285 + ["a b c d e f g h i"] * 15
+    with caplog.at_level("WARNING", logger="gdmix"):
+        model = fit(config, frame)
+    assert model["global"].encoder.tokenizer.max_length == 3
+    assert model["global"].schema.max_length == 3
+    assert "5.0% of rows (15 of 300) have more than max_length=3 tokens" in caplog.text
+    again = GDMixModel.load(model.save(tmp_path / "model"))
+    assert again["global"].encoder.tokenizer.max_length == 3
+    pd.testing.assert_frame_equal(again.score(frame), model.score(frame))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -11,7 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gdmix.deep.text import OOV_ID, PAD_ID, Tokenizer, hash_bucket, hash_buckets, text_values
+from gdmix.deep.text import (
+    OOV_ID,
+    PAD_ID,
+    Tokenizer,
+    data_max_length,
+    hash_bucket,
+    hash_buckets,
+    text_values,
+)
 from gdmix.errors import DataError
 
 TRAIN = ["Toy Story (1995)", "toy story 2", "GoldenEye (1995)", "Heat", "Heat, again!"]
@@ -104,3 +113,63 @@ def test_hash_buckets_vectorised() -> None:
     out = hash_buckets(values, 1000)
     assert out.tolist() == [689, -1, 689, hash_bucket("x", 1000)]
     assert hash_buckets(np.array([], dtype=object), 10).tolist() == []
+
+
+# -- max_length: data-driven default and the truncation warning -----------------------
+
+
+def test_default_max_length_follows_the_training_texts() -> None:
+    # Texts of 1..100 tokens: the shortest length that keeps 95 of the 100 texts whole
+    # is 95 tokens.
+    texts = [" ".join(f"w{j}" for j in range(k)) for k in range(1, 101)]
+    tok = Tokenizer().fit(texts)
+    assert tok.max_length == 95
+    assert tok.length_from_data
+    lengths = np.array([len(t.split()) for t in texts])
+    assert np.mean(lengths <= tok.max_length) >= 0.95 > np.mean(lengths <= tok.max_length - 1)
+    assert tok.encode(texts[:3]).shape == (3, 95)
+    assert data_max_length([], 256) == 1  # no training text: one (padding) token
+    assert data_max_length([0, 0, 0], 256) == 1
+
+
+def test_default_max_length_is_capped() -> None:
+    texts = ["word " * 400, "word " * 500]
+    assert Tokenizer().fit(texts).max_length == 256
+    assert Tokenizer(max_length_cap=32).fit(texts).max_length == 32
+
+
+def test_explicit_max_length_is_kept() -> None:
+    texts = [" ".join(f"w{j}" for j in range(k)) for k in range(1, 101)]
+    tok = Tokenizer(max_length=7).fit(texts)
+    assert tok.max_length == 7
+    assert not tok.length_from_data
+
+
+def test_truncation_is_logged_with_the_share_of_rows_cut(caplog) -> None:
+    tok = Tokenizer(max_length=3).fit(TRAIN)
+    texts = ["toy story 1995 heat", "heat", "a b c d e", "heat", "", "x", "y", "z"]
+    with caplog.at_level(logging.WARNING, logger="gdmix"):
+        ids = tok.encode(texts, "training data, text column 'title'")
+    assert ids.shape == (8, 3)
+    records = [r for r in caplog.records if "truncated" in r.getMessage()]
+    assert len(records) == 1
+    message = records[0].getMessage()
+    assert message.startswith("training data, text column 'title': 25.0% of rows (2 of 8)")
+    assert "max_length=3" in message and "set in the config" in message
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gdmix"):
+        tok.encode(["heat", "toy story"])  # nothing cut: no warning
+    assert not caplog.records
+
+
+def test_data_driven_length_is_saved_with_the_tokenizer(caplog) -> None:
+    texts = ["a b c d e f g h"] + ["a b"] * 19  # 95th percentile: 2 tokens
+    with caplog.at_level(logging.WARNING, logger="gdmix"):
+        tok = Tokenizer().fit(texts)
+        tok.encode(texts)
+    assert tok.max_length == 2
+    assert "5.0% of rows (1 of 20)" in caplog.text
+    assert "chosen from the training data" in caplog.text
+    again = Tokenizer.from_dict(json.loads(json.dumps(tok.to_dict())))
+    assert again.max_length == 2 and again.length_from_data
+    np.testing.assert_array_equal(again.encode(texts), tok.encode(texts))

@@ -182,7 +182,9 @@ class DeepEncoder:
         tokenizer = None
         if config.text is not None:
             t = config.text
-            tokenizer = Tokenizer(t.max_length, t.min_count, t.max_vocab, t.lowercase)
+            tokenizer = Tokenizer(
+                t.max_length, t.min_count, t.max_vocab, t.lowercase, t.max_length_cap
+            )
             tokenizer.fit(text_values(frame[t.column], where))
         hashed = {c: int(config.hash_buckets[c]) for c in spec.categorical if c not in plain}
         return cls(features, list(spec.categorical), hashed, mean, std, tokenizer, text_col)
@@ -200,7 +202,7 @@ class DeepEncoder:
             categorical=cards,
             n_bag_ids=self._n_bag_ids,
             vocab_size=tok.vocab_size if tok is not None else 0,
-            max_length=tok.max_length if tok is not None else 0,
+            max_length=(tok.max_length or 0) if tok is not None else 0,
         )
 
     def columns(self) -> list[str]:
@@ -236,7 +238,8 @@ class DeepEncoder:
         if self.tokenizer is not None:
             assert self.text_column is not None
             texts = text_values(frame[self.text_column], where)
-            tensors["tokens"] = torch.from_numpy(self.tokenizer.encode(texts))
+            at = f"{where}, text column '{self.text_column}'"
+            tensors["tokens"] = torch.from_numpy(self.tokenizer.encode(texts, at))
         return DeepDesign(tensors, n)
 
     def _bags(self, frame: pd.DataFrame, n: int, where: str) -> tuple[np.ndarray, np.ndarray]:

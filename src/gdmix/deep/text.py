@@ -12,6 +12,8 @@ Neither needs torch: both produce numpy arrays.
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -22,12 +24,25 @@ import pandas as pd
 
 from gdmix.errors import DataError
 
-__all__ = ["OOV_ID", "PAD_ID", "Tokenizer", "hash_bucket", "hash_buckets", "text_values"]
+__all__ = [
+    "DEFAULT_LENGTH_QUANTILE",
+    "OOV_ID",
+    "PAD_ID",
+    "Tokenizer",
+    "data_max_length",
+    "hash_bucket",
+    "hash_buckets",
+    "text_values",
+]
+
+logger = logging.getLogger("gdmix")
 
 #: Token id of padding (also what an empty text encodes to).
 PAD_ID = 0
 #: Token id of every token outside the vocabulary.
 OOV_ID = 1
+#: Quantile of the training texts' token counts that a data-driven ``max_length`` keeps whole.
+DEFAULT_LENGTH_QUANTILE = 0.95
 _TOKEN = re.compile(r"[^\W_]+")
 
 
@@ -88,25 +103,39 @@ class Tokenizer:
 
     Parameters
     ----------
-    max_length : int
+    max_length : int or None
         Tokens kept per text: longer texts are truncated (their first tokens kept),
-        shorter ones padded at the end.
+        shorter ones padded at the end. ``None``: chosen by :meth:`fit`, the 95th
+        percentile of the training texts' token counts (rounded up), between 1 and
+        ``max_length_cap``.
     min_count : int
         Tokens seen fewer times in the training texts are out of vocabulary.
     max_vocab : int or None
         Keep at most this many (most frequent) tokens.
     lowercase : bool
         Lower-case before splitting.
+    max_length_cap : int
+        Largest data-driven ``max_length``.
+
+    Attributes
+    ----------
+    max_length : int or None
+        The width of :meth:`encode`'s output (``None`` until :meth:`fit` chooses it).
+    length_from_data : bool
+        Whether :meth:`fit` chose ``max_length`` from the training texts.
     """
 
     def __init__(
         self,
-        max_length: int = 16,
+        max_length: int | None = None,
         min_count: int = 1,
         max_vocab: int | None = None,
         lowercase: bool = True,
+        max_length_cap: int = 256,
     ) -> None:
         self.max_length = max_length
+        self.length_from_data = max_length is None
+        self.max_length_cap = max_length_cap
         self.min_count = min_count
         self.max_vocab = max_vocab
         self.lowercase = lowercase
@@ -123,10 +152,18 @@ class Tokenizer:
         return _TOKEN.findall(text.lower() if self.lowercase else text)
 
     def fit(self, texts: Iterable[str]) -> Tokenizer:
-        """Build the vocabulary from (training) texts; returns ``self``."""
+        """Build the vocabulary from (training) texts; returns ``self``.
+
+        Without a ``max_length``, also choose it from the texts' token counts.
+        """
         counts: Counter[str] = Counter()
+        lengths = []
         for text in texts:
-            counts.update(self.tokenize(text))
+            tokens = self.tokenize(text)
+            counts.update(tokens)
+            lengths.append(len(tokens))
+        if self.length_from_data:
+            self.max_length = data_max_length(lengths, self.max_length_cap)
         kept = sorted(
             ((tok, n) for tok, n in counts.items() if n >= self.min_count),
             key=lambda item: (-item[1], item[0]),
@@ -140,27 +177,70 @@ class Tokenizer:
         self.vocab = list(vocab)
         self._ids = {tok: i + 2 for i, tok in enumerate(self.vocab)}
 
+    def _width(self) -> int:
+        if self.max_length is None:
+            raise ValueError("Tokenizer.max_length is None: call fit() first or set it")
+        return self.max_length
+
     def encode_one(self, text: str) -> list[int]:
         """Token ids of one text, truncated but not padded."""
-        toks = self.tokenize(text)[: self.max_length]
+        toks = self.tokenize(text)[: self._width()]
         return [self._ids.get(t, OOV_ID) for t in toks]
 
-    def encode(self, texts: Iterable[str] | np.ndarray) -> np.ndarray:
+    def encode(self, texts: Iterable[str] | np.ndarray, where: str | None = None) -> np.ndarray:
         """Token id matrix (int64, ``(n, max_length)``), padded with ``PAD_ID``.
 
-        Each distinct text is tokenised once.
+        Each distinct text is tokenised once. When some texts have more than
+        ``max_length`` tokens, a warning on the ``gdmix`` logger gives the share of rows
+        truncated.
+
+        Parameters
+        ----------
+        texts : iterable of str
+            The texts.
+        where : str, optional
+            Names the table (and column) in the warning.
         """
+        width = self._width()
         codes, uniques = pd.factorize(pd.Series(list(texts), dtype=object))
-        table = np.full((len(uniques), self.max_length), PAD_ID, dtype=np.int64)
+        table = np.full((len(uniques), width), PAD_ID, dtype=np.int64)
+        cut = np.zeros(len(uniques), dtype=bool)
         for i, text in enumerate(uniques):
-            ids = self.encode_one(text)
+            toks = self.tokenize(text)
+            cut[i] = len(toks) > width
+            ids = [self._ids.get(t, OOV_ID) for t in toks[:width]]
             table[i, : len(ids)] = ids
-        return table[codes] if len(codes) else np.zeros((0, self.max_length), dtype=np.int64)
+        if not len(codes):
+            return np.zeros((0, width), dtype=np.int64)
+        n_cut = int(np.count_nonzero(cut[codes])) if cut.any() else 0
+        if n_cut:
+            self._warn_truncation(n_cut, len(codes), where)
+        return table[codes]
+
+    def _warn_truncation(self, n_cut: int, n: int, where: str | None) -> None:
+        chosen = (
+            f"chosen from the training data ({DEFAULT_LENGTH_QUANTILE:.0%} of training texts "
+            f"fit, cap {self.max_length_cap})"
+            if self.length_from_data
+            else "set in the config"
+        )
+        logger.warning(
+            "%s%.1f%% of rows (%d of %d) have more than max_length=%d tokens and are truncated "
+            "(max_length %s); set 'text.max_length' to keep more",
+            f"{where}: " if where else "",
+            100.0 * n_cut / n,
+            n_cut,
+            n,
+            self.max_length,
+            chosen,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (settings and vocabulary), saved with the model."""
         return {
             "max_length": self.max_length,
+            "length_from_data": self.length_from_data,
+            "max_length_cap": self.max_length_cap,
             "min_count": self.min_count,
             "max_vocab": self.max_vocab,
             "lowercase": self.lowercase,
@@ -175,6 +255,26 @@ class Tokenizer:
             min_count=int(raw["min_count"]),
             max_vocab=raw["max_vocab"],
             lowercase=bool(raw["lowercase"]),
+            max_length_cap=int(raw.get("max_length_cap", 256)),
         )
+        tok.length_from_data = bool(raw.get("length_from_data", False))
         tok._set_vocab([str(t) for t in raw["vocab"]])
         return tok
+
+
+def data_max_length(lengths: Iterable[int], cap: int) -> int:
+    """Data-driven ``max_length``: the :data:`DEFAULT_LENGTH_QUANTILE` quantile of the
+    token counts ``lengths``, rounded up, between 1 and ``cap``.
+
+    Parameters
+    ----------
+    lengths : iterable of int
+        Token counts of the training texts.
+    cap : int
+        Largest value returned.
+    """
+    counts = np.fromiter(lengths, dtype=np.int64)
+    if not len(counts):
+        return 1
+    q = float(np.quantile(counts, DEFAULT_LENGTH_QUANTILE, method="inverted_cdf"))
+    return int(min(max(math.ceil(q), 1), cap))
