@@ -24,6 +24,7 @@ from gdmix.config_base import (
     validate_penalty,
 )
 from gdmix.config_deep import DeepFixedEffectConfig, GBDTFixedEffectConfig
+from gdmix.data.dated import DateRange, DaysAgo, dated_path, parse_dated_path
 from gdmix.errors import ConfigError
 from gdmix.tasks import METRICS, Task, default_metric
 
@@ -228,6 +229,15 @@ class DataConfig(StrictModel):
         Binary 0/1 response column.
     weight, offset, uid : str or None
         Optional sample weight, fixed offset (outside model's logit) and row id columns.
+    date_range, days_ago : DateRange or DaysAgo, optional
+        Read only these days of ``train``, a date-partitioned folder holding
+        ``daily/yyyy/MM/dd/`` day folders (Photon's layout): calendar days
+        (``{start: 2026-11-01, end: 2026-11-07}``) or days before today (``{start: 7,
+        end: 1}``), both ends included; give one of the two. ``train`` then becomes the
+        day-range path ``ROOT/daily/2026/11/01..2026/11/07`` (see
+        :mod:`gdmix.data.dated`), so that a saved model names the days it read.
+    validation_date_range, validation_days_ago : DateRange or DaysAgo, optional
+        The same for ``validation``.
     """
 
     train: str | None = None
@@ -239,6 +249,10 @@ class DataConfig(StrictModel):
     uid: str | None = Field(default=None, min_length=1)
     #: The label's task: set from the top-level ``task`` of the config, not by hand.
     task: Task = "logistic"
+    date_range: DateRange | None = None
+    days_ago: DaysAgo | None = None
+    validation_date_range: DateRange | None = None
+    validation_days_ago: DaysAgo | None = None
 
     @model_validator(mode="after")
     def _check_distinct(self) -> DataConfig:
@@ -248,6 +262,34 @@ class DataConfig(StrictModel):
             for k2, v2 in named[i + 1 :]:
                 if v == v2:
                     raise ValueError(f"'{k}' and '{k2}' name the same column {v!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _select_days(self) -> DataConfig:
+        for split, (by_date, by_age) in {
+            "train": ("date_range", "days_ago"),
+            "validation": ("validation_date_range", "validation_days_ago"),
+        }.items():
+            dates, ago = getattr(self, by_date), getattr(self, by_age)
+            chosen = dates or ago
+            if chosen is None:
+                continue
+            if dates is not None and ago is not None:
+                raise ValueError(f"'{by_date}' and '{by_age}' both select days: give one")
+            path = getattr(self, split)
+            if path is None:
+                raise ValueError(
+                    f"'{by_date if dates is not None else by_age}' selects days of '{split}', "
+                    "which is not set: give the folder holding daily/yyyy/MM/dd"
+                )
+            parsed = parse_dated_path(path)
+            if parsed is None:  # a root folder: the days chosen become part of the path
+                self.__dict__[split] = dated_path(path, *chosen.days())
+            elif dates is not None and (parsed[1], parsed[2]) != dates.days():
+                raise ValueError(
+                    f"'{split}' already selects the days {parsed[1]}..{parsed[2]}, which differ "
+                    f"from '{by_date}' ({dates.start}..{dates.end}): give the root folder"
+                )
         return self
 
 
