@@ -82,11 +82,17 @@ class FixedEffectConfig(CoordinateBase):
         value (``newton`` and ``tron``). For ``lbfgs``: when the last iteration decreased
         the objective (divided by the total weight) by at most ``objective_tol``, relative
         to ``max(|f|, 1)``. 0 turns the rule off.
+    l1 : float
+        L1 penalty ``l1 * ||w||_1`` (the intercept is not penalised): with ``l2``, the
+        elastic net. Some coefficients are then exactly 0. Solved by OWL-QN (L-BFGS
+        restricted to orthants, :mod:`gdmix.solvers.owlqn`) whatever ``solver`` says; on
+        the local and streaming engines. Random effects take ``l2`` only.
     locked : bool
         Load the coordinate from ``init_model`` and score it, never train it.
     """
 
     type: Literal["fixed"] = "fixed"
+    l1: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     solver: Literal["auto", "newton", "tron", "lbfgs"] = "auto"
     max_iter: int = Field(default=500, ge=1)
     tol: float = Field(default=1e-10, ge=0, allow_inf_nan=False)

@@ -127,6 +127,7 @@ class FixedLinearEffect(Coordinate):
                 tol=self.config.tol,
                 objective_tol=self.config.objective_tol,
                 solver=self.config.solver,
+                l1=self.config.l1,
             )
         finally:
             numba.set_num_threads(previous)

@@ -333,6 +333,7 @@ class _StreamingJob:
                 tol=fe.config.tol,
                 objective_tol=fe.config.objective_tol,
                 solver=fe.config.solver,
+                l1=fe.config.l1,
             )
         finally:
             numba.set_num_threads(previous)

@@ -54,6 +54,7 @@ import scipy.sparse as sp
 
 from gdmix.losses import task_code
 from gdmix.solvers import fixed_kernels as fk
+from gdmix.solvers.owlqn import owlqn
 from gdmix.solvers.tron import (
     MinimizeResult,
     newton,
@@ -459,12 +460,15 @@ def minimize_logistic(
     prior_precision: np.ndarray | None = None,
     intercept_prior_mean: float = 0.0,
     moments: tuple[float, np.ndarray, np.ndarray, float] | None = None,
+    l1: float = 0.0,
 ) -> LogisticResult:
     """Minimise the penalised logistic objective of data known through sums.
 
     ``data`` may live anywhere (in memory, or in partitions on a cluster whose sums are
-    added up). ``moments`` are ``data.moments()`` when already known. The other
-    parameters are those of :func:`fit_logistic_lbfgs`.
+    added up). ``moments`` are ``data.moments()`` when already known. ``l1 > 0`` adds
+    ``l1 * ||w||_1`` (the intercept unpenalised; elastic net with ``l2``), minimised by
+    OWL-QN (:mod:`gdmix.solvers.owlqn`) whatever ``solver`` says. The other parameters
+    are those of :func:`fit_logistic_lbfgs`.
     """
     p = data.n_features
     prec = np.full(p, float(l2)) if prior_precision is None else np.asarray(prior_precision)
@@ -478,8 +482,18 @@ def minimize_logistic(
     problem.n_passes = 0 if known else 1
     w0 = np.zeros(p) if coef0 is None else np.asarray(coef0, dtype=np.float64)
     theta0 = problem.join(w0, float(intercept0))
-    method = choose_solver(solver, p, data.hessian_cost if solver == "auto" else 0.0)
-    if method == "lbfgs":
+    if l1 < 0 or not math.isfinite(l1):
+        raise ValueError(f"l1 must be a finite number >= 0. Got {l1} instead")
+    method = (
+        "owlqn"
+        if l1 > 0
+        else choose_solver(solver, p, data.hessian_cost if solver == "auto" else 0.0)
+    )
+    if method == "owlqn":
+        lam = np.zeros(len(theta0))
+        lam[:p] = l1 * problem.inv_w / problem.scale
+        out = owlqn(problem, theta0, lam, tol=tol, objective_tol=objective_tol, max_iter=max_iter)
+    elif method == "lbfgs":
         out = _lbfgs(problem, theta0, tol=tol, objective_tol=objective_tol, max_iter=max_iter)
     elif method == "newton":
         problem.want_hessian = True
@@ -492,7 +506,8 @@ def minimize_logistic(
     else:
         raise ValueError(f"unknown solver {solver!r}: use auto, newton, tron or lbfgs")
     stop = out.stop
-    if stop in ("tol", "objective_tol") and _runs_off(problem, moments, out, method):
+    runs = method != "owlqn" and _runs_off(problem, moments, out, method)
+    if stop in ("tol", "objective_tol") and runs:
         stop = "diverged"
     w, b = problem.split(out.theta)
     return LogisticResult(
