@@ -28,6 +28,7 @@ from gdmix.photon.schemas import (  # noqa: E402
     BAYESIAN_LINEAR_MODEL,
     INTERCEPT_NAME,
     INTERCEPT_TERM,
+    MODEL_CLASSES,
 )
 
 BAG_TYPE = pa.list_(
@@ -189,6 +190,31 @@ def test_cli_round_trip(mixed_model, tmp_path: Path, capsys) -> None:
     assert main(args) == 0  # a gdmix model directory is replaced atomically
 
 
+@pytest.mark.parametrize("task", ["linear", "poisson"])
+def test_round_trip_of_other_tasks(task: str, tmp_path: Path) -> None:
+    train, test = mixed_frame(600, seed=3), mixed_frame(200, seed=4)
+    rng = np.random.default_rng(0)
+    mean = np.exp(0.3 * train["x1"].to_numpy())
+    train["label"] = rng.poisson(mean) if task == "poisson" else rng.normal(mean)
+    raw = mixed_config().model_dump(mode="json", exclude_none=True)
+    raw["task"] = task
+    for part in [raw["data"], *raw["coordinates"]]:
+        part.pop("task", None)
+    raw["training"].pop("metric", None)
+    model = gdmix.fit(parse_config(raw), train)
+    out = export_model(model, tmp_path / "photon")
+    records = read_linear_models(out / "random-effect/per_item/coefficients")
+    assert {r["modelClass"] for r in records} == {MODEL_CLASSES[task]}
+    back = import_model(out)
+    assert back.data.task == task and back["per_user"].config.task == task
+    diff = back.score(test)["total"].to_numpy() - model.score(test)["total"].to_numpy()
+    assert np.max(np.abs(diff)) <= 1e-9
+    # Without the notes, the task comes from the records' modelClass.
+    (out / "gdmix-photon.json").unlink()
+    fe = import_model(fixed={"global": out / "fixed-effect/global/coefficients"})
+    assert fe.data.task == task
+
+
 # -- hand-built Photon records -----------------------------------------------------------
 
 FE_MEANS = {(INTERCEPT_NAME, INTERCEPT_TERM): 0.25, ("x1", ""): 0.5, ("x2", ""): -1.5,
@@ -259,6 +285,7 @@ def test_import_hand_built_records_scores_closed_form(tmp_path: Path) -> None:
         }
     )
     model = import_model(fixed={"global": fe}, random={"per_user": re.parent}, config=config)
+    assert model.data.task == "logistic"
     frame = mixed_frame(300, seed=5)
     frame["user_id"] = np.random.default_rng(0).choice([3, 7, 11, 99], size=len(frame))
     got = model.score(frame)["total"].to_numpy()
@@ -291,13 +318,24 @@ def test_import_errors(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match="no bag column"):
         import_model(fixed={"g": fe}, config=config)
+    svm = "com.linkedin.photon.ml.supervised.classification.SmoothedHingeLossLinearSVMModel"
+    odd = _write_models(
+        tmp_path / "svm.avro", [{"modelId": "fixed-effect", "means": [], "modelClass": svm}]
+    )
+    with pytest.raises(DataError, match="logistic, linear and Poisson"):
+        import_model(fixed={"g": odd})
     linear = _write_models(
         tmp_path / "lin.avro",
-        [{"modelId": "fixed-effect", "means": [],
-          "modelClass": "com.linkedin.photon.ml.supervised.regression.LinearRegressionModel"}],
-    )  # fmt: skip
-    with pytest.raises(DataError, match="logistic"):
-        import_model(fixed={"g": linear})
+        [{"modelId": "fixed-effect", "means": [], "modelClass": MODEL_CLASSES["linear"]}],
+    )
+    poisson = _write_models(
+        tmp_path / "poisson.avro",
+        [{"modelId": "1", "means": [], "modelClass": MODEL_CLASSES["poisson"]}],
+    )
+    with pytest.raises(DataError, match="several tasks"):
+        import_model(fixed={"g": linear}, random={"r": poisson}, entities={"r": "user"})
+    with pytest.raises(ConfigError, match="task is 'logistic'"):
+        import_model(fixed={"g": linear}, config=config)
     twice = _write_models(tmp_path / "two.avro", [{"modelId": "fixed-effect", "means": []}] * 2)
     with pytest.raises(DataError, match="one model"):
         import_model(fixed={"g": twice})

@@ -27,7 +27,7 @@ from gdmix.photon.folder import (
     write_export_folder,
 )
 from gdmix.photon.names import INTERCEPT_KEY, column_keys
-from gdmix.photon.schemas import BAYESIAN_LINEAR_MODEL, LOGISTIC_LOSS, LOGISTIC_MODEL_CLASS
+from gdmix.photon.schemas import BAYESIAN_LINEAR_MODEL, LOSS_FUNCTIONS, MODEL_CLASSES
 
 __all__ = ["NOTES_FORMAT", "export_model", "linear_records"]
 
@@ -71,13 +71,15 @@ def _intercept(value: float) -> dict[str, Any]:
     return {"name": INTERCEPT_KEY[0], "term": INTERCEPT_KEY[1], "value": float(value)}
 
 
-def _record(model_id: str, means: list[dict[str, Any]], variances: Any = None) -> dict[str, Any]:
+def _record(
+    model_id: str, means: list[dict[str, Any]], task: str, variances: Any = None
+) -> dict[str, Any]:
     return {
         "modelId": model_id,
-        "modelClass": LOGISTIC_MODEL_CLASS,
+        "modelClass": MODEL_CLASSES[task],
         "means": means,
         "variances": variances,
-        "lossFunction": LOGISTIC_LOSS,
+        "lossFunction": LOSS_FUNCTIONS[task],
     }
 
 
@@ -86,9 +88,11 @@ def linear_records(coord: Any) -> list[dict[str, Any]]:
     model id ``fixed-effect`` for a fixed effect, one per entity with a model (model id
     = entity id as text) for a random effect.
 
-    Means hold the intercept (when the coordinate has one) and every non-zero
-    coefficient; a random effect trained with variances also gets ``variances`` (the
-    intercept's and those of its stored coefficients).
+    ``modelClass`` and ``lossFunction`` name the Photon model of the coordinate's task
+    (logistic, linear or Poisson regression). Means hold the intercept (when the
+    coordinate has one) and every non-zero coefficient; a random effect trained with
+    variances also gets ``variances`` (the intercept's and those of its stored
+    coefficients).
 
     Raises
     ------
@@ -101,13 +105,14 @@ def linear_records(coord: Any) -> list[dict[str, Any]]:
         raise ConfigError(f"{where} is a {coord.kind} effect: Photon models are linear")
     keys = column_keys(coord.features)
     has_b = bool(coord.config.intercept)
+    task = getattr(coord.config, "task", "logistic")
     if coord.kind == "fixed":
         coef = np.asarray(coord.coef, dtype=np.float64)
         nz = np.flatnonzero(coef)
         means = ([_intercept(coord.intercept)] if has_b or coord.intercept else []) + _pairs(
             keys, nz, coef[nz], where
         )
-        return [_record(FIXED_EFFECT, means)]
+        return [_record(FIXED_EFFECT, means, task)]
     table = coord.coefficient_table()
     with_var = "variances" in table.columns
     records = []
@@ -125,7 +130,7 @@ def linear_records(coord: Any) -> list[dict[str, Any]]:
             var = np.asarray(var_cols[1][e], dtype=np.float64)
             variances = [_intercept(var_cols[0][e])] if has_b else []
             variances += _pairs(keys, idx, var, where)
-        records.append(_record(str(entity), means, variances))
+        records.append(_record(str(entity), means, task, variances))
     return records
 
 

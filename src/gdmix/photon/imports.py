@@ -40,7 +40,7 @@ from gdmix.photon.export import NOTES_FORMAT
 from gdmix.photon.folder import COEFFICIENTS, FIXED_EFFECT, ID_INFO, NOTES, RANDOM_EFFECT
 from gdmix.photon.names import INTERCEPT_KEY, index_from_keys, key_columns
 
-__all__ = ["DEFAULT_BAG", "import_model", "read_linear_models"]
+__all__ = ["DEFAULT_BAG", "import_model", "model_task", "read_linear_models"]
 
 #: The bag column that holds a coordinate's features when nothing else says.
 DEFAULT_BAG = "features"
@@ -63,8 +63,7 @@ def read_linear_models(source: str | os.PathLike[str]) -> list[dict[str, Any]]:
     Raises
     ------
     DataError
-        When there is no Avro file, a file is not Avro or lacks ``modelId``/``means``,
-        or a model is not a logistic regression.
+        When there is no Avro file, or a file is not Avro or lacks ``modelId``/``means``.
     """
     fastavro = _fastavro()
     files = avro_files(source)
@@ -81,15 +80,40 @@ def read_linear_models(source: str | os.PathLike[str]) -> list[dict[str, Any]]:
         for rec in batch:
             if not isinstance(rec, dict) or "modelId" not in rec or "means" not in rec:
                 raise DataError(f"{path}: records must be BayesianLinearModelAvro (modelId, means)")
-            for field in ("modelClass", "lossFunction"):
-                value = rec.get(field)
-                if value and "Logistic" not in value:
-                    raise DataError(
-                        f"{path}: model '{rec['modelId']}' has {field} {value}; gdmix scores "
-                        "logistic models"
-                    )
         records += batch
     return records
+
+
+#: Words of a ``modelClass`` or ``lossFunction`` that name a gdmix task.
+_TASK_WORDS = {"Logistic": "logistic", "LinearRegression": "linear", "Squared": "linear",
+               "Poisson": "poisson"}  # fmt: skip
+
+
+def model_task(records: list[dict[str, Any]], where: str) -> str | None:
+    """The gdmix task (logistic, linear, poisson) the records' ``modelClass`` and
+    ``lossFunction`` name; None when they name none.
+
+    Raises
+    ------
+    DataError
+        When they name a model gdmix has no task for, or several tasks.
+    """
+    found: set[str] = set()
+    for rec in records:
+        for field in ("modelClass", "lossFunction"):
+            value = rec.get(field)
+            if not value:
+                continue
+            tasks = {t for word, t in _TASK_WORDS.items() if word in value}
+            if len(tasks) != 1:
+                raise DataError(
+                    f"{where}: model '{rec['modelId']}' has {field} {value}; gdmix has logistic, "
+                    "linear and Poisson regression models"
+                )
+            found |= tasks
+    if len(found) > 1:
+        raise DataError(f"{where}: the models mix tasks {sorted(found)}")
+    return found.pop() if found else None
 
 
 def _means(rec: dict[str, Any], where: str) -> dict[tuple[str, str], float]:
@@ -149,9 +173,9 @@ def _parts_of_folder(folder: Path) -> list[_Part]:
     return parts
 
 
-def _spec(part: _Part, config: GDMixConfig | None) -> Any:
+def _spec(part: _Part, config: GDMixConfig | None, task: str) -> Any:
     """The coordinate config of ``part``: from ``config``, else the export's notes, else
-    the defaults (``bags: [features]``)."""
+    the defaults (``bags: [features]``); of the model's ``task``."""
     given = None
     if config is not None:
         given = next((c for c in config.coordinates if c.name == part.name), None)
@@ -169,10 +193,10 @@ def _spec(part: _Part, config: GDMixConfig | None) -> Any:
         return given
     if part.note is not None:
         try:
-            return _ADAPTER.validate_python(part.note["config"])
-        except (ValidationError, KeyError) as err:
+            return _ADAPTER.validate_python({**part.note["config"], "task": task})
+        except (ValidationError, KeyError, TypeError) as err:
             raise DataError(f"coordinate '{part.name}': bad config in {NOTES} ({err})") from None
-    raw: dict[str, Any] = {"name": part.name, "type": part.kind,
+    raw: dict[str, Any] = {"name": part.name, "type": part.kind, "task": task,
                            "features": {"bags": [DEFAULT_BAG]}}  # fmt: skip
     if part.kind == "random":
         if not part.entity:
@@ -371,30 +395,42 @@ def import_model(
     Raises
     ------
     DataError
-        When a file is missing or not a logistic Photon model, a model lists a feature
-        twice, or a feature fits no column of its coordinate.
+        When a file is missing or not a Photon linear model (logistic, linear or Poisson
+        regression), the models mix tasks, a model lists a feature twice, or a feature
+        fits no column of its coordinate.
     ConfigError
         When a random effect has no entity column, or the config disagrees with the
-        files on a coordinate's type or entity column.
+        files on a coordinate's type or entity column, or on the task.
     """
     from gdmix.model import GDMixModel, coordinate_class
 
     if isinstance(config, str | os.PathLike):
         config = load_config(config)
     parts, notes = _parts(source, fixed, random, entities, config)
+    contents = [(part, read_linear_models(part.path)) for part in parts]
+    tasks = {t for part, records in contents if (t := model_task(records, str(part.path)))}
+    if len(tasks) > 1:
+        raise DataError(f"the coordinates' models are of several tasks: {sorted(tasks)}")
+    if config is not None and tasks and config.task not in tasks:
+        raise ConfigError(
+            f"the Photon models are {tasks.pop()} regressions but the config's task is "
+            f"{config.task!r}"
+        )
     if data is not None:
-        roles = data if isinstance(data, DataConfig) else DataConfig.model_validate(dict(data))
+        raw_roles = data.model_dump() if isinstance(data, DataConfig) else dict(data)
     elif config is not None:
-        roles = config.data
+        raw_roles = config.data.model_dump()
     elif notes is not None:
-        roles = DataConfig.model_validate(notes.get("data") or {})
+        raw_roles = dict(notes.get("data") or {})
     else:
-        roles = DataConfig()
+        raw_roles = {}
+    task = config.task if config is not None else next(iter(tasks), None)
+    task = task or raw_roles.get("task") or "logistic"
+    roles = DataConfig.model_validate({**raw_roles, "task": task})
     coords = []
     with tempfile.TemporaryDirectory(prefix="gdmix-photon-") as tmp:
-        for part in parts:
-            spec = _spec(part, config)
-            records = read_linear_models(part.path)
+        for part, records in contents:
+            spec = _spec(part, config, task)
             folder = Path(tmp) / part.name
             if part.kind == "fixed":
                 _write_fixed(folder, part, spec, records)

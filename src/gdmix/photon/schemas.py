@@ -11,7 +11,8 @@ schema files:
   name-term-value records), and an optional ``metadataMap`` of strings (where GAME data
   keeps entity ids). :data:`TRAINING_EXAMPLE` is Photon's own layout.
 - :data:`BAYESIAN_LINEAR_MODEL`: one linear model: ``modelId``, ``modelClass``,
-  ``means`` and optional ``variances`` (name-term-value lists), ``lossFunction``.
+  ``means`` and optional ``variances`` (name-term-value lists), ``lossFunction``
+  (:data:`MODEL_CLASSES` and :data:`LOSS_FUNCTIONS` by gdmix task).
 
 The intercept of a Photon model is the coefficient named :data:`INTERCEPT_NAME` with
 term :data:`INTERCEPT_TERM`.
@@ -28,6 +29,8 @@ __all__ = [
     "INTERCEPT_TERM",
     "LOGISTIC_LOSS",
     "LOGISTIC_MODEL_CLASS",
+    "LOSS_FUNCTIONS",
+    "MODEL_CLASSES",
     "NAMESPACE",
     "NAME_TERM_VALUE",
     "TRAINING_EXAMPLE",
@@ -39,9 +42,21 @@ NAMESPACE = "com.linkedin.photon.avro.generated"
 #: Name and term of the intercept among a Photon model's coefficients.
 INTERCEPT_NAME = "(INTERCEPT)"
 INTERCEPT_TERM = ""
+#: ``modelClass`` of each gdmix task's models.
+MODEL_CLASSES = {
+    "logistic": "com.linkedin.photon.ml.supervised.classification.LogisticRegressionModel",
+    "linear": "com.linkedin.photon.ml.supervised.regression.LinearRegressionModel",
+    "poisson": "com.linkedin.photon.ml.supervised.regression.PoissonRegressionModel",
+}
+#: ``lossFunction`` of each gdmix task's models.
+LOSS_FUNCTIONS = {
+    "logistic": "com.linkedin.photon.ml.function.glm.LogisticLossFunction",
+    "linear": "com.linkedin.photon.ml.function.glm.SquaredLossFunction",
+    "poisson": "com.linkedin.photon.ml.function.glm.PoissonLossFunction",
+}
 #: ``modelClass`` and ``lossFunction`` of a logistic regression model.
-LOGISTIC_MODEL_CLASS = "com.linkedin.photon.ml.supervised.classification.LogisticRegressionModel"
-LOGISTIC_LOSS = "com.linkedin.photon.ml.function.LogisticLossFunction"
+LOGISTIC_MODEL_CLASS = MODEL_CLASSES["logistic"]
+LOGISTIC_LOSS = LOSS_FUNCTIONS["logistic"]
 
 NAME_TERM_VALUE: dict[str, Any] = {
     "type": "record",
