@@ -1,5 +1,6 @@
 """Per-entity terms of the Laplace approximation to a random effect's marginal likelihood,
-and of its gradient in the prior precisions.
+of its gradient and of its curvature in the prior precisions, with the posterior modes
+found on the way.
 
 For an entity ``e`` with rows ``R_e`` (design rows ``x~_i = [x_i, 1]`` with the intercept),
 Gaussian prior precisions ``P = diag(p)`` and the posterior mode ``t`` (``t = (w_e, b_e)``)::
@@ -16,8 +17,19 @@ with ``V = H^-1`` and ``g = sum_i (-1/2 h'_i q_i + rho_i) x~_i`` the gradient of
 approximation's remaining terms in the mode: ``h'_i = s_i p_i (1 - p_i)(1 - 2 p_i)``,
 ``q_i = x~_i' V x~_i``, and ``rho_i`` the derivative of the other random effects'
 ``-1/2 log det`` in the row's score (their own ``-1/2 h'_i q_i``, which this kernel also
-returns per row). :func:`laplace_terms` computes every entity's data loss, ``log det H``,
-``diag V`` and ``(V g)_j t_j`` in one compiled pass.
+returns per row).
+
+The curvature used for Newton steps on the precisions is the exact one of the Gaussian
+approximation (``h_i`` held at the mode)::
+
+    d^2 / dp_c dp_c' = sum_{j in c, l in c'} (t_j V_jl t_l + 1/2 V_jl^2) - delta_cc' n_c / (2 p_c^2)
+
+:func:`laplace_terms` computes all of it in one compiled pass over the entities. With
+``max_newton > 0`` it first moves every entity to its posterior mode at the precisions
+given (damped Newton steps, warm-started from the coefficients passed in, which it
+updates in place): the estimation's inner solves and its Laplace terms share the same
+Hessians and Cholesky factors. Rows are read sparsely (a dense row's zeros are skipped),
+so a row costs the square of its non-zeros, not of the shard's width.
 """
 
 from __future__ import annotations
@@ -33,123 +45,276 @@ from gdmix.solvers.rows import entry_column, entry_value, row_span, skip_entry
 
 __all__ = ["LaplaceTerms", "laplace_terms"]
 
+_PARALLEL_MIN_ROWS = 50_000
+_ARMIJO = 1e-4
+_MAX_HALVINGS = 40
 
-def _terms_py(indptr, indices, data, perm, starts, y, w, offset, entities, coef, intercept,
-              precision, intercept_precision, fit_intercept, rho,
-              loss_out, logdet_out, var_out, corr_out, row_out):  # fmt: skip
-    d = coef.shape[1]
-    k = d + 1 if fit_intercept else d
-    for t in prange(len(entities)):
-        e = entities[t]
-        H = np.zeros((k, k))
-        loss = 0.0
-        xrow = np.zeros(k)
-        for r in range(starts[e], starts[e + 1]):
-            i = perm[r]
-            z = offset[i] + (intercept[e] if fit_intercept else 0.0)
-            lo, hi = row_span(data, indptr, i)
-            for q in range(lo, hi):
-                v = entry_value(data, i, q)
-                if skip_entry(data, v):
-                    continue
-                z += v * coef[e, entry_column(data, indices, q)]
-            loss += w[i] * loss_scalar(y[i], z)
-            p = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
-            h = w[i] * p * (1.0 - p)
-            if h == 0.0:
-                continue
-            xrow[:] = 0.0
-            for q in range(lo, hi):
-                v = entry_value(data, i, q)
-                if skip_entry(data, v):
-                    continue
-                xrow[entry_column(data, indices, q)] = v
-            if fit_intercept:
-                xrow[d] = 1.0
-            for a in range(k):
-                ha = h * xrow[a]
-                for b in range(a + 1):
-                    H[a, b] += ha * xrow[b]
-        for j in range(d):
-            H[j, j] += precision[e, j]
-        if fit_intercept:
-            H[d, d] += intercept_precision[e]
-        # Cholesky (lower triangle of L in H); log det = 2 sum log diag(L).
-        logdet = 0.0
-        for j in range(k):
-            s = H[j, j]
+
+@numba.njit(cache=True, inline="always")
+def _gather(data, indptr, indices, i, d, fit_b, idx, val):  # type: ignore[no-untyped-def]
+    """Non-zeros of row ``i`` (and the intercept's 1) into ``idx``/``val``; their count."""
+    lo, hi = row_span(data, indptr, i)
+    n = 0
+    for q in range(lo, hi):
+        v = entry_value(data, i, q)
+        if skip_entry(data, v):
+            continue
+        idx[n] = entry_column(data, indices, q)
+        val[n] = v
+        n += 1
+    if fit_b:
+        idx[n] = d
+        val[n] = 1.0
+        n += 1
+    return n
+
+
+@numba.njit(cache=True, inline="always")
+def _sigmoid(z):  # type: ignore[no-untyped-def]
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    ez = math.exp(z)
+    return ez / (1.0 + ez)
+
+
+@numba.njit(cache=True)
+def _cholesky(A, k):  # type: ignore[no-untyped-def]
+    """Lower Cholesky factor of the lower triangle of ``A`` in place; ``log det A``."""
+    logdet = 0.0
+    for j in range(k):
+        s = A[j, j]
+        for m in range(j):
+            s -= A[j, m] * A[j, m]
+        if s <= 1e-300:
+            s = 1e-300
+        ljj = math.sqrt(s)
+        A[j, j] = ljj
+        logdet += 2.0 * math.log(ljj)
+        for a in range(j + 1, k):
+            s2 = A[a, j]
             for m in range(j):
-                s -= H[j, m] * H[j, m]
-            if s <= 1e-300:
-                s = 1e-300
-            ljj = math.sqrt(s)
-            H[j, j] = ljj
-            logdet += 2.0 * math.log(ljj)
-            for a in range(j + 1, k):
-                s2 = H[a, j]
-                for m in range(j):
-                    s2 -= H[a, m] * H[j, m]
-                H[a, j] = s2 / ljj
-        # V = H^-1 = L^-T L^-1: invert L (lower) into Li, then V = Li' Li.
-        Li = np.zeros((k, k))
+                s2 -= A[a, m] * A[j, m]
+            A[a, j] = s2 / ljj
+    return logdet
+
+
+@numba.njit(cache=True)
+def _accumulate(data, indptr, indices, perm, lo_r, hi_r, y, w, offset, d, fit_b, tv,
+                H, grad, idx, val):  # type: ignore[no-untyped-def]  # fmt: skip
+    """Data loss at ``tv``; its gradient into ``grad`` and Hessian (lower) into ``H``."""
+    k = len(tv)
+    for a in range(k):
+        grad[a] = 0.0
+        for b in range(a + 1):
+            H[a, b] = 0.0
+    loss = 0.0
+    for r in range(lo_r, hi_r):
+        i = perm[r]
+        n = _gather(data, indptr, indices, i, d, fit_b, idx, val)
+        z = offset[i]
+        for a in range(n):
+            z += val[a] * tv[idx[a]]
+        wi = w[i]
+        loss += wi * loss_scalar(y[i], z)
+        p = _sigmoid(z)
+        res = wi * (p - y[i])
+        h = wi * p * (1.0 - p)
+        for a in range(n):
+            ia = idx[a]
+            grad[ia] += res * val[a]
+            ha = h * val[a]
+            for c in range(a + 1):
+                ic = idx[c]
+                if ia >= ic:
+                    H[ia, ic] += ha * val[c]
+                else:
+                    H[ic, ia] += ha * val[c]
+    return loss
+
+
+@numba.njit(cache=True)
+def _solve_entity(data, indptr, indices, perm, lo_r, hi_r, y, w, offset, d, fit_b, tv, pv,
+                  max_newton, tol, H, grad, step, tprev, idx, val):  # type: ignore[no-untyped-def]  # fmt: skip
+    """Damped Newton steps from ``tv`` to the posterior mode at precisions ``pv``.
+
+    Returns ``(loss, steps, converged)``; ``H`` holds the data Hessian at the final
+    ``tv`` (lower triangle, prior not added). An Armijo line search is folded into the
+    next accumulation (a rejected step costs one pass over the rows).
+    """
+    k = len(tv)
+    wsum = 0.0
+    for r in range(lo_r, hi_r):
+        wsum += w[perm[r]]
+    gtol = tol * max(1.0, wsum)
+    steps = 0
+    halvings = 0
+    alpha = 1.0
+    have_step = False
+    obj_prev = 0.0
+    gs_prev = 0.0
+    converged = False
+    stuck = False
+    loss = 0.0
+    while True:
+        loss = _accumulate(data, indptr, indices, perm, lo_r, hi_r, y, w, offset, d, fit_b,
+                           tv, H, grad, idx, val)  # fmt: skip
+        obj = loss
         for j in range(k):
-            Li[j, j] = 1.0 / H[j, j]
-            for a in range(j + 1, k):
-                s3 = 0.0
-                for m in range(j, a):
-                    s3 -= H[a, m] * Li[m, j]
-                Li[a, j] = s3 / H[a, a]
-        V = np.zeros((k, k))
+            obj += 0.5 * pv[j] * tv[j] * tv[j]
+        # Inside the quadratic region the decrease is below the resolution of the
+        # objective, so the Armijo test would only see rounding noise: no test there.
+        tiny = -0.5 * gs_prev <= 1e-10 * (1.0 + abs(obj_prev))
+        if have_step and not tiny and not (obj <= obj_prev + _ARMIJO * alpha * gs_prev):
+            alpha *= 0.5
+            halvings += 1
+            if halvings > _MAX_HALVINGS:  # no decrease in floating point: back to the last point
+                stuck = True
+                have_step = False
+                alpha = 0.0
+            for j in range(k):
+                tv[j] = tprev[j] + alpha * step[j]
+            continue
+        gmax = 0.0
+        for j in range(k):
+            grad[j] += pv[j] * tv[j]
+            gmax = max(gmax, abs(grad[j]))
+        if gmax <= gtol or stuck:
+            converged = gmax <= (1e3 if stuck else 1.0) * gtol
+            break
+        if steps >= max_newton:
+            break
+        # Newton step: (H + P) step = -grad through the Cholesky factor of H + P (in
+        # place: the next accumulation starts H afresh).
         for a in range(k):
-            for b in range(a + 1):
-                s4 = 0.0
-                for m in range(a, k):
-                    s4 += Li[m, a] * Li[m, b]
-                V[a, b] = s4
-                V[b, a] = s4
-        # Second pass over the rows: leverages q_i, the gradient g of the remaining terms.
-        g = np.zeros(k)
-        for r in range(starts[e], starts[e + 1]):
-            i = perm[r]
-            z = offset[i] + (intercept[e] if fit_intercept else 0.0)
-            lo, hi = row_span(data, indptr, i)
-            xrow[:] = 0.0
-            for q in range(lo, hi):
-                v = entry_value(data, i, q)
-                if skip_entry(data, v):
-                    continue
-                c = entry_column(data, indices, q)
-                xrow[c] = v
-                z += v * coef[e, c]
-            if fit_intercept:
-                xrow[d] = 1.0
-            p = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
-            h1 = w[i] * p * (1.0 - p) * (1.0 - 2.0 * p)
-            # q_i = x' H^-1 x = |L^-1 x|^2 (Li is lower triangular)
-            lev = 0.0
+            H[a, a] += pv[a]
+        _cholesky(H, k)
+        for a in range(k):  # forward: L u = -grad
+            s = -grad[a]
+            for m in range(a):
+                s -= H[a, m] * step[m]
+            step[a] = s / H[a, a]
+        for a in range(k - 1, -1, -1):  # backward: L' step = u
+            s = step[a]
+            for m in range(a + 1, k):
+                s -= H[m, a] * step[m]
+            step[a] = s / H[a, a]
+        gs = 0.0
+        for j in range(k):
+            gs += grad[j] * step[j]
+            tprev[j] = tv[j]
+            tv[j] += step[j]
+        obj_prev, gs_prev, alpha, halvings, have_step = obj, gs, 1.0, 0, True
+        steps += 1
+    return loss, steps, converged
+
+
+def _pass_py(indptr, indices, data, perm, starts, y, w, offset, entities, chunks, coef,
+             intercept, precision, intercept_precision, fit_b, rho, use_rho, comp, ncomp,
+             max_newton, tol, width, loss_out, logdet_out, rs_out, iter_out, conv_out,
+             var_out, corr_out, row_out, q_out):  # type: ignore[no-untyped-def]  # fmt: skip
+    d = coef.shape[1]
+    k = d + 1 if fit_b else d
+    shared = precision.shape[0] == 1
+    for ch in prange(len(chunks) - 1):
+        H = np.zeros((k, k))
+        Li = np.zeros((k, k))
+        V = np.zeros((k, k))
+        tv, pv, grad = np.zeros(k), np.zeros(k), np.zeros(k)
+        step, tprev, g = np.zeros(k), np.zeros(k), np.zeros(k)
+        idx = np.zeros(width, dtype=np.int64)
+        val = np.zeros(width)
+        for t in range(chunks[ch], chunks[ch + 1]):
+            e = entities[t]
+            pe = 0 if shared else e
+            for j in range(d):
+                tv[j] = coef[e, j]
+                pv[j] = precision[pe, j]
+            if fit_b:
+                tv[d] = intercept[e]
+                pv[d] = intercept_precision[pe]
+            lo_r, hi_r = starts[e], starts[e + 1]
+            if use_rho:  # sum of rho_i times the row's score, before the solve
+                rs0 = 0.0
+                for r in range(lo_r, hi_r):
+                    i = perm[r]
+                    n = _gather(data, indptr, indices, i, d, fit_b, idx, val)
+                    s = 0.0
+                    for a in range(n):
+                        s += val[a] * tv[idx[a]]
+                    rs0 += rho[i] * s
+                rs_out[t, 0] = rs0
+            loss, steps, ok = _solve_entity(data, indptr, indices, perm, lo_r, hi_r, y, w,
+                                            offset, d, fit_b, tv, pv, max_newton, tol, H, grad,
+                                            step, tprev, idx, val)  # fmt: skip
+            for j in range(d):
+                coef[e, j] = tv[j]
+            if fit_b:
+                intercept[e] = tv[d]
+            for a in range(k):
+                H[a, a] += pv[a]
+            logdet = _cholesky(H, k)
+            # V = H^-1 = L^-T L^-1: invert L (lower) into Li, then V = Li' Li.
+            for j in range(k):
+                Li[j, j] = 1.0 / H[j, j]
+                for a in range(j + 1, k):
+                    s3 = 0.0
+                    for m in range(j, a):
+                        s3 -= H[a, m] * Li[m, j]
+                    Li[a, j] = s3 / H[a, a]
+            for a in range(k):
+                for b in range(a + 1):
+                    s4 = 0.0
+                    for m in range(a, k):
+                        s4 += Li[m, a] * Li[m, b]
+                    V[a, b] = s4
+                    V[b, a] = s4
+            # Second pass over the rows: leverages q_i, the gradient g of the other terms.
+            for a in range(k):
+                g[a] = 0.0
+            rs = 0.0
+            for r in range(lo_r, hi_r):
+                i = perm[r]
+                n = _gather(data, indptr, indices, i, d, fit_b, idx, val)
+                s = 0.0
+                for a in range(n):
+                    s += val[a] * tv[idx[a]]
+                p = _sigmoid(offset[i] + s)
+                h1 = w[i] * p * (1.0 - p) * (1.0 - 2.0 * p)
+                lev = 0.0
+                for a in range(n):
+                    va = val[a]
+                    ia = idx[a]
+                    lev += va * va * V[ia, ia]
+                    for c in range(a):
+                        lev += 2.0 * va * val[c] * V[ia, idx[c]]
+                own = -0.5 * h1 * lev
+                row_out[i] = own
+                coeff = own
+                if use_rho:
+                    coeff += rho[i]
+                    rs += rho[i] * s
+                for a in range(n):
+                    g[idx[a]] += coeff * val[a]
             for a in range(k):
                 acc = 0.0
-                for b in range(a + 1):
-                    acc += Li[a, b] * xrow[b]
-                lev += acc * acc
-            own = -0.5 * h1 * lev
-            row_out[i] = own
-            coeff = own + rho[i]
-            for a in range(k):
-                g[a] += coeff * xrow[a]
-        for a in range(k):
-            acc = 0.0
-            for b in range(k):
-                acc += V[a, b] * g[b]
-            mode = coef[e, a] if a < d else intercept[e]
-            corr_out[t, a] = acc * mode
-            var_out[t, a] = V[a, a]
-        loss_out[t] = loss
-        logdet_out[t] = logdet
+                for b in range(k):
+                    acc += V[a, b] * g[b]
+                corr_out[t, a] = acc * tv[a]
+                var_out[t, a] = V[a, a]
+            if ncomp > 0:
+                for a in range(k):
+                    ca = comp[a]
+                    for b in range(k):
+                        q_out[ch, ca, comp[b]] += tv[a] * V[a, b] * tv[b] + 0.5 * V[a, b] ** 2
+            loss_out[t] = loss
+            logdet_out[t] = logdet
+            rs_out[t, 1] = rs
+            iter_out[t] = steps
+            conv_out[t] = ok
 
 
-_terms_par = numba.njit(cache=True, parallel=True)(_terms_py)
-_terms_ser = numba.njit(cache=True)(_terms_py)
+_pass_par = numba.njit(cache=True, parallel=True)(_pass_py)
+_pass_ser = numba.njit(cache=True)(_pass_py)
 
 
 class LaplaceTerms:
@@ -168,11 +333,34 @@ class LaplaceTerms:
     row_terms : ndarray, shape (n_rows,)
         ``-1/2 h'_i q_i`` of every design row (0 for rows of entities not evaluated):
         this coordinate's ``rho`` contribution to another random effect's gradient.
+    rho_scores : ndarray, shape (m, 2)
+        ``sum_i rho_i s_i`` over each entity's rows (``s_i`` its score), before the
+        Newton steps and at the mode (zeros without ``rho``).
+    n_iter : ndarray of int64, shape (m,)
+        Newton steps taken.
+    converged : ndarray of bool, shape (m,)
+        Whether each entity's gradient met the tolerance.
+    curvature : ndarray, shape (ncomp, ncomp)
+        ``sum_e sum_{j in c, l in c'} (t_j V_jl t_l + 1/2 V_jl^2)`` by components.
     """
 
-    def __init__(self, loss, logdet, variance, correction, row_terms) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, loss, logdet, variance, correction, row_terms, rho_scores=None,  # type: ignore[no-untyped-def]
+                 n_iter=None, converged=None, curvature=None) -> None:  # fmt: skip
         self.loss, self.logdet = loss, logdet
         self.variance, self.correction, self.row_terms = variance, correction, row_terms
+        self.rho_scores, self.n_iter, self.converged = rho_scores, n_iter, converged
+        self.curvature = curvature
+
+
+def _chunk_bounds(counts: np.ndarray, k: int, n_chunks: int) -> np.ndarray:
+    """Split entities into ``n_chunks`` contiguous runs of about equal work (rows and
+    the ``k^3`` of each entity's factorisation)."""
+    n = len(counts)
+    if n == 0:
+        return np.zeros(1, dtype=np.int64)
+    work = np.cumsum(counts.astype(np.float64) * (k + 2) + float(k) ** 3 / 3.0)
+    cuts = np.searchsorted(work, work[-1] * np.arange(1, n_chunks) / n_chunks)
+    return np.unique(np.concatenate([[0], cuts, [n]])).astype(np.int64)
 
 
 def laplace_terms(
@@ -190,8 +378,11 @@ def laplace_terms(
     *,
     fit_intercept: bool,
     rho: np.ndarray | None = None,
+    comp: np.ndarray | None = None,
+    max_newton: int = 0,
+    tol: float = 1e-9,
 ) -> LaplaceTerms:
-    """Every entity's Laplace terms at the current modes (see the module's documentation).
+    """Every entity's Laplace terms at its posterior mode (see the module's documentation).
 
     Parameters
     ----------
@@ -204,17 +395,26 @@ def laplace_terms(
     entities : ndarray of int64
         Entities to evaluate.
     coef : ndarray, shape (n_entities, d)
-        Posterior modes of the slopes (dense).
+        Posterior modes of the slopes (dense, C-ordered float64); the starting point of
+        the Newton steps, updated in place when ``max_newton > 0``.
     intercept : ndarray, shape (n_entities,)
-        Posterior modes of the intercepts.
-    precision : ndarray, shape (n_entities, d)
-        Prior precision of every slope.
-    intercept_precision : ndarray, shape (n_entities,)
+        Posterior modes of the intercepts (updated in place likewise).
+    precision : ndarray, shape (n_entities, d) or (1, d)
+        Prior precision of every slope (one row: the same for every entity).
+    intercept_precision : ndarray, shape (n_entities,) or (1,)
         Prior precision of every intercept.
     fit_intercept : bool
         Whether the entities have an intercept.
     rho : ndarray, shape (n_rows,), optional
         The other random effects' ``-1/2 h'_i q_i`` per design row (default 0).
+    comp : ndarray of int64, shape (k,), optional
+        Variance component of every slot (slopes, then the intercept): the curvature is
+        summed by component. Default: no curvature.
+    max_newton : int
+        Newton steps allowed per entity before the terms are taken (0: the modes are
+        taken as given).
+    tol : float
+        An entity is at its mode when ``max|grad| <= tol * max(1, sum of its weights)``.
 
     Returns
     -------
@@ -223,15 +423,36 @@ def laplace_terms(
     n = len(entities)
     d = coef.shape[1]
     k = d + 1 if fit_intercept else d
-    n_rows = len(y)
+    indptr, indices, data = arrays
+    width = k + 1
+    if data.ndim == 1 and len(indptr) > 1:
+        width = max(width, int(np.diff(indptr).max()) + 1)
+    if max_newton > 0 and not (coef.flags.c_contiguous and coef.dtype == np.float64
+                               and intercept.dtype == np.float64):  # fmt: skip
+        raise ValueError("laplace_terms updates the modes in place: C-ordered float64 needed")
+    coef = np.ascontiguousarray(coef, dtype=np.float64)
+    intercept = np.ascontiguousarray(intercept, dtype=np.float64)
+    use_rho = rho is not None
+    rho = np.zeros(1) if rho is None else np.ascontiguousarray(rho, dtype=np.float64)
+    ncomp = 0 if comp is None else int(comp.max()) + 1 if len(comp) else 0
+    comp = np.zeros(max(k, 1), dtype=np.int64) if comp is None else comp.astype(np.int64)
+    perm = np.ascontiguousarray(perm, dtype=np.int64)
+    starts = np.ascontiguousarray(starts, dtype=np.int64)
+    entities = np.ascontiguousarray(entities, dtype=np.int64)
+    counts = starts[entities + 1] - starts[entities]
+    parallel = int(counts.sum()) >= _PARALLEL_MIN_ROWS and numba.get_num_threads() > 1
+    chunks = _chunk_bounds(counts, k, 8 * numba.get_num_threads() if parallel else 1)
     loss, logdet = np.zeros(n), np.zeros(n)
     variance, correction = np.zeros((n, k)), np.zeros((n, k))
-    row_terms = np.zeros(n_rows)
-    rho = np.zeros(n_rows) if rho is None else np.ascontiguousarray(rho, dtype=np.float64)
-    kernel = _terms_par if len(perm) > 50_000 else _terms_ser
-    kernel(*arrays, np.ascontiguousarray(perm, dtype=np.int64),
-           np.ascontiguousarray(starts, dtype=np.int64), y, weight, offset,
-           np.ascontiguousarray(entities, dtype=np.int64), np.ascontiguousarray(coef),
-           intercept, np.ascontiguousarray(precision), intercept_precision,
-           fit_intercept, rho, loss, logdet, variance, correction, row_terms)  # fmt: skip
-    return LaplaceTerms(loss, logdet, variance, correction, row_terms)
+    rho_scores = np.zeros((n, 2))
+    n_iter, converged = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.bool_)
+    row_terms = np.zeros(len(y))
+    curvature = np.zeros((max(len(chunks) - 1, 1), max(ncomp, 1), max(ncomp, 1)))
+    kernel = _pass_par if parallel else _pass_ser
+    kernel(indptr, indices, data, perm, starts, y, weight, offset, entities, chunks, coef,
+           intercept, np.ascontiguousarray(precision, dtype=np.float64),
+           np.ascontiguousarray(intercept_precision, dtype=np.float64), fit_intercept, rho,
+           use_rho, comp, ncomp, int(max_newton), float(tol), width, loss, logdet, rho_scores,
+           n_iter, converged, variance, correction, row_terms, curvature)  # fmt: skip
+    return LaplaceTerms(loss, logdet, variance, correction, row_terms, rho_scores, n_iter,
+                        converged, curvature.sum(axis=0)[:ncomp, :ncomp])  # fmt: skip
