@@ -3,10 +3,12 @@
 A :class:`FeatureIndex` is built once from the training data of a coordinate and
 saved with the model, so that scoring data is encoded into the same columns.
 Columns are laid out as: numeric columns, then one column per level of each
-categorical column, then one column per ``(name, term)`` key of each feature bag.
-Categorical levels and bag keys not seen in training are ignored when encoding. A
-feature matrix passed beside the table (:mod:`gdmix.data.matrices`) adds its columns
-last, under the names recorded at training.
+categorical column, then one column per ``(name, term)`` key of each feature bag, then
+one column per vocabulary term of each text column (:mod:`gdmix.data.text_features`),
+then the buckets of each hashed block (:mod:`gdmix.data.hashing`). Categorical levels,
+bag keys and words not seen in training are ignored when encoding. A feature matrix
+passed beside the table (:mod:`gdmix.data.matrices`) adds its columns last, under the
+names recorded at training.
 
 :meth:`FeatureIndex.encode` is the fast path the solvers use: a shard of numeric columns
 only becomes a dense float block straight from the table's memory (no copy when the
@@ -29,6 +31,7 @@ import scipy.sparse as sp
 from numba import prange
 
 from gdmix.config import FeatureConfig
+from gdmix.data.hashing import HashedBlock
 from gdmix.data.layout import empty_touched
 from gdmix.data.matrices import FeatureMatrix, align_matrix
 from gdmix.data.schema import (
@@ -37,6 +40,7 @@ from gdmix.data.schema import (
     first_non_finite,
     require_columns,
 )
+from gdmix.data.text_features import TextVocabulary, text_values
 from gdmix.errors import DataError
 
 __all__ = ["FeatureIndex", "scatter_rows"]
@@ -213,12 +217,18 @@ class FeatureIndex:
     matrix : list of str
         Names of the columns of a feature matrix passed beside the table (empty: none),
         in design order, after every column of the table.
+    text : dict of str to TextVocabulary
+        For each text column, its vocabulary (terms in design order, idf).
+    hashed : list of HashedBlock
+        Blocks of hashed categorical columns, in design order.
     """
 
     numeric: list[str] = field(default_factory=list)
     categorical: dict[str, list[str]] = field(default_factory=dict)
     bags: dict[str, list[str]] = field(default_factory=dict)
     matrix: list[str] = field(default_factory=list)
+    text: dict[str, TextVocabulary] = field(default_factory=dict)
+    hashed: list[HashedBlock] = field(default_factory=list)
 
     @classmethod
     def build(
@@ -247,7 +257,15 @@ class FeatureIndex:
         for col in spec.bags:
             _, keys, _ = _bag_arrays(frame, col, where)
             bags[col] = sorted(set(keys.tolist()))
-        index = cls(numeric=list(spec.numeric), categorical=cats, bags=bags)
+        text = {
+            t.column: TextVocabulary.count(
+                t.column, text_values(frame, t.column, where), t.model_dump()
+            )
+            for t in spec.text
+        }
+        hashed = [HashedBlock(list(h.columns), h.n_buckets, h.signed) for h in spec.hashed]
+        index = cls(numeric=list(spec.numeric), categorical=cats, bags=bags, text=text,
+                    hashed=hashed)  # fmt: skip
         if matrix is not None:
             clash = sorted(set(index.feature_names()) & set(matrix.column_names()))[:5]
             if clash:
@@ -259,15 +277,17 @@ class FeatureIndex:
         return index
 
     def union(self, other: FeatureIndex) -> FeatureIndex:
-        """Index map over the levels and keys of both (built from two parts of the data)."""
+        """Index map over the levels and keys of both (built from two parts of the data;
+        text vocabularies add up their counts)."""
         cats = {
             c: sorted(set(v) | set(other.categorical.get(c, [])))
             for c, v in self.categorical.items()
         }
         bags = {c: sorted(set(v) | set(other.bags.get(c, []))) for c, v in self.bags.items()}
-        return FeatureIndex(
-            numeric=list(self.numeric), categorical=cats, bags=bags, matrix=list(self.matrix)
-        )
+        text = {c: v.union(other.text[c]) if c in other.text else v for c, v in self.text.items()}
+        return FeatureIndex(numeric=list(self.numeric), categorical=cats, bags=bags,
+                            matrix=list(self.matrix), text=text,
+                            hashed=list(self.hashed))  # fmt: skip
 
     @property
     def n_features(self) -> int:
@@ -276,26 +296,40 @@ class FeatureIndex:
             len(self.numeric)
             + sum(len(v) for v in self.categorical.values())
             + sum(len(v) for v in self.bags.values())
+            + sum(len(v) for v in self.text.values())
+            + sum(h.n_buckets for h in self.hashed)
             + len(self.matrix)
         )
 
     def feature_names(self) -> list[str]:
-        """Readable name of every design column: ``col``, ``col=level``, ``col[name,term]``."""
+        """Readable name of every design column: ``col``, ``col=level``, ``col[name,term]``,
+        ``col[term]`` (text), ``col#bucket`` (hashed; ``a+b#bucket`` for a shared block)."""
         names = list(self.numeric)
         for col, levels in self.categorical.items():
             names += [f"{col}={lv}" for lv in levels]
         for col, keys in self.bags.items():
             names += [f"{col}[{k.replace(_SEP, ',')}]" for k in keys]
+        for col, vocab in self.text.items():
+            names += [f"{col}[{t}]" for t in vocab.terms]
+        for block in self.hashed:
+            names += block.feature_names()
         return names + list(self.matrix)
 
     def columns(self) -> list[str]:
         """Data columns the index reads."""
-        return [*self.numeric, *self.categorical, *self.bags]
+        return [*self.numeric, *self.categorical, *self.bags, *self.text,
+                *(c for h in self.hashed for c in h.columns)]  # fmt: skip
 
     @property
     def dense(self) -> bool:
         """Whether :meth:`encode` gives a dense block (every column numeric, no matrix)."""
-        return not self.categorical and not self.bags and not self.matrix
+        return (
+            not self.categorical
+            and not self.bags
+            and not self.matrix
+            and not self.text
+            and not self.hashed
+        )
 
     def numeric_block(self, frame: pd.DataFrame, where: str, dtype: Any = np.float64) -> np.ndarray:
         """The numeric columns as one ``(n, len(numeric))`` array, checked finite.
@@ -395,7 +429,8 @@ class FeatureIndex:
     ) -> sp.csr_matrix:
         """Encode ``frame`` into a CSR design matrix (float64) of ``n_features`` columns.
 
-        Each block (numeric, each categorical, each bag) is built directly in CSR form
+        Each block (numeric, each categorical, bag, text column and hashed block) is built
+        directly in CSR form
         and the blocks are stacked side by side: no coordinate-format sort of every value.
         ``matrix`` (the rows' feature matrix) is required when the index has
         :attr:`matrix` columns, and its columns come last, in the model's order.
@@ -422,6 +457,11 @@ class FeatureIndex:
             bag = sp.csr_matrix((v[keep], idx[keep], indptr), shape=(n, len(keys)))
             bag.sum_duplicates()  # a key repeated in one row adds up
             blocks.append(bag)
+        for col, vocab in self.text.items():
+            blocks.append(vocab.transform(text_values(frame, col, where)))
+        for block in self.hashed:
+            levels = [_category_strings(frame[c]) for c in block.columns]
+            blocks.append(block.encode_levels(levels, n))
         if self.matrix:
             if matrix is not None and matrix.n_rows != n:
                 raise DataError(
@@ -449,6 +489,10 @@ class FeatureIndex:
         }
         if self.matrix:
             out["matrix"] = self.matrix
+        if self.text:
+            out["text"] = [v.to_dict() for v in self.text.values()]
+        if self.hashed:
+            out["hashed"] = [h.to_dict() for h in self.hashed]
         return out
 
     @classmethod
@@ -459,4 +503,6 @@ class FeatureIndex:
             categorical={k: list(v) for k, v in raw["categorical"].items()},
             bags={k: list(v) for k, v in raw["bags"].items()},
             matrix=[str(v) for v in raw.get("matrix", [])],
+            text={str(v["column"]): TextVocabulary.from_dict(v) for v in raw.get("text", [])},
+            hashed=[HashedBlock.from_dict(v) for v in raw.get("hashed", [])],
         )
