@@ -200,11 +200,11 @@ class _StreamingJob:
 
     def _build_indexes(self, dataset: ds.Dataset) -> None:
         """Index maps of every coordinate: numeric shards from the config; shards with
-        categorical or bag columns from one read of those columns."""
+        categorical, bag, text or hashed columns from one read of those columns."""
         pending: dict[str, Any] = {}
         for cc in self.config.coordinates:
             spec = cc.features
-            if spec.categorical or spec.bags:
+            if spec.categorical or spec.bags or spec.text or spec.hashed:
                 pending[cc.name] = spec
             else:
                 self.indexes[cc.name] = FeatureIndex(numeric=list(spec.numeric))

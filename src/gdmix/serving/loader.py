@@ -243,8 +243,9 @@ def _input_spec(model: GDMixModel, configs: list[Any], kinds: dict[str, str]) ->
         feats = config.features
         spec.numeric.update(feats.numeric)
         spec.bags.update(feats.bags)
-        for col in feats.categorical:
+        for col in [*feats.categorical, *(c for h in feats.hashed for c in h.columns)]:
             spec.categorical[col] = kinds.get(col)
+        spec.texts.update(t.column for t in feats.text)
         if config.type == "random":
             spec.entities.add(config.entity)
         text = getattr(config, "text", None)

@@ -6,8 +6,10 @@ one score per row, equal to what the coordinate's batch ``score`` gives for the 
 
 - :class:`LinearScorer` (fixed linear effect) and :class:`RandomScorer` (random effect)
   encode the rows into the coordinate's feature layout (numeric block, categorical
-  columns through a level -> column dict, bag entries through a key -> column dict) and
-  take the dot products in one compiled loop, in column order;
+  columns through a level -> column dict, bag entries through a key -> column dict, text
+  columns through the saved vocabulary and idf, hashed columns through the hash, both by
+  the batch encoders themselves) and take the dot products in one compiled loop, in
+  column order;
 - :class:`TorchScorer` builds the deep fixed effect's input tensors as its encoder does
   and runs the network in inference mode;
 - :class:`GBDTScorer` builds the LightGBM design (numeric values, categorical codes,
@@ -101,7 +103,9 @@ class ShardEncoder:
 
     Design columns are laid out as in :class:`~gdmix.data.features.FeatureIndex`:
     numeric columns, then one column per level of each categorical column, then one per
-    key of each bag column.
+    key of each bag column, then the text and hashed blocks (encoded by the index's own
+    :class:`~gdmix.data.text_features.TextVocabulary` and
+    :class:`~gdmix.data.hashing.HashedBlock`, as in batch scoring).
 
     Parameters
     ----------
@@ -125,6 +129,10 @@ class ShardEncoder:
         for col, keys in features.bags.items():
             self.bags.append((col, {key: start + i for i, key in enumerate(keys)}))
             start += len(keys)
+        self.raw_start = start
+        self.kinds = kinds
+        start += sum(len(v) for v in features.text.values())
+        start += sum(h.n_buckets for h in features.hashed)
         self.n_features = start
 
     def numeric_block(self, request: Request) -> np.ndarray:
@@ -176,10 +184,38 @@ class ShardEncoder:
             columns -= self.bag_start
         return indptr, columns, np.array(vals, dtype=np.float64)
 
+    def sparse_entries(self, request: Request) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CSR rows ``(indptr, columns, values)`` of the bag, text and hashed features,
+        columns increasing."""
+        bags = self.bag_entries(request)
+        f = self.features
+        if not f.text and not f.hashed:
+            return bags
+        n = request.n
+        blocks = []
+        if self.raw_start > self.bag_start:
+            indptr, columns, values = bags
+            blocks.append(sp.csr_matrix((values, columns - self.bag_start, indptr),
+                                        shape=(n, self.raw_start - self.bag_start)))  # fmt: skip
+        for col, vocab in f.text.items():
+            blocks.append(vocab.transform(request.texts(col)))
+        for block in f.hashed:
+            levels = []
+            for c in block.columns:
+                values = [level_string(v) for v in request.levels(c, self.kinds.get(c))]
+                levels.append(np.array(values, dtype=object))
+            blocks.append(block.encode_levels(levels, n))
+        mat = blocks[0] if len(blocks) == 1 else sp.hstack(blocks, format="csr")
+        mat = sp.csr_matrix(mat, dtype=np.float64)
+        mat.sort_indices()
+        return (mat.indptr.astype(np.int64), mat.indices.astype(np.int64) + self.bag_start,
+                mat.data)  # fmt: skip
+
     def encode(self, request: Request) -> tuple[np.ndarray, ...]:
-        """``(numeric block, categorical columns, bag indptr, bag columns, bag values)``."""
+        """``(numeric block, categorical columns, indptr, columns, values)``: the last
+        three the CSR rows of the bag, text and hashed features."""
         return (self.numeric_block(request), self.category_columns(request),
-                *self.bag_entries(request))  # fmt: skip
+                *self.sparse_entries(request))  # fmt: skip
 
     def columns(self) -> list[str]:
         """Request fields the shard reads."""
