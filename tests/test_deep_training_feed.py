@@ -237,3 +237,19 @@ def test_fused_optimizer_on_matches_the_unfused_one() -> None:
     a, b = _weights(plain), _weights(fused)
     for key in a:  # same algorithm, other rounding
         torch.testing.assert_close(a[key], b[key], rtol=0.05, atol=0.02)
+
+
+def test_streamed_training_reaches_the_resident_auc() -> None:
+    # On any device (on a GPU the streamed permutation is drawn on the host, the resident
+    # one on the device, so the batches differ and only the quality can be compared).
+    frame = _table(3000, seed=8)
+    train, test = frame.iloc[:2400], frame.iloc[2400:]
+    aucs = {}
+    for placement in ("device", "stream"):
+        coord = _coord(data_placement=placement, stream_chunk_rows=500, max_epochs=4)
+        diag = _fit(coord, train)
+        assert diag["data_placement"] == ("resident" if placement == "device" else "stream")
+        scores = coord.score(coord.design(test, "test")) + test["offset"].to_numpy()
+        aucs[placement] = roc_auc(test["label"], scores)
+    assert aucs["device"] > 0.7
+    assert aucs["stream"] == pytest.approx(aucs["device"], abs=0.01)
