@@ -18,8 +18,14 @@ _NUMERIC_ALIKE = {"number", "bool"}
 
 
 def column_kind(series: pd.Series) -> str:
-    """``number``, ``bool``, ``string``, ``nested`` (lists, structs) or ``mixed``."""
+    """``number``, ``bool``, ``string``, ``nested`` (lists, structs) or ``mixed``.
+
+    A column of nulls only is ``mixed`` whatever its dtype (a CSV column of empty texts
+    reads as floats): it matches any kind.
+    """
     dtype = series.dtype
+    if len(series) and not isinstance(dtype, pd.ArrowDtype) and series.isna().all():
+        return "mixed"
     if pd.api.types.is_bool_dtype(dtype):
         return "bool"
     if pd.api.types.is_numeric_dtype(dtype):
