@@ -12,6 +12,8 @@ table, the metrics. Per coordinate:
 - **random effect**: rows are shuffled *once* into entity buckets (a stable hash of
   the entity id) and the buckets stay on the workers; each bucket is solved by the
   same compiled solver as the local engine, warm-started from its previous solution.
+  With ``l2: auto`` the prior variances are estimated from sums over the buckets
+  (:mod:`gdmix.engines.dask_prior`).
   Only 8 bytes per row move per update: the offsets into the buckets and the scores
   back to the partitions they came from (rows carry their partition and position, so
   scores stay aligned with the partitions: no join).
@@ -41,6 +43,7 @@ from gdmix.effects.fixed_linear import FixedLinearEffect, fit_diagnostics
 from gdmix.effects.random_effect import RandomEffect
 from gdmix.effects.random_table import RandomEffectArrays
 from gdmix.engines.buckets import entity_buckets
+from gdmix.engines.dask_prior import fit_random_auto
 from gdmix.errors import ConfigError, DataError
 from gdmix.fsutil import fresh_work_folder
 from gdmix.history import finish_record, new_record
@@ -344,11 +347,6 @@ class _DaskTrainer:
                     f"coordinate '{cc.name}': engine 'dask' takes one l2 value; "
                     "search l2 with the local engine on a sample"
                 )
-            if "auto" in cc.search_grid()[0].values() and not cc.locked:
-                raise ConfigError(
-                    f"coordinate '{cc.name}': 'l2: auto' runs on the local engine; give the "
-                    "dask engine the estimate of a local run (the coordinate's params)"
-                )
         self.parts = self._load(train)
         self.sizes = client.gather([client.submit(_size, p) for p in self.parts])
         self.base_offsets = [client.submit(_field, p, "o") for p in self.parts]
@@ -359,6 +357,9 @@ class _DaskTrainer:
         self.designs: dict[str, Any] = {}
         self.scores: dict[str, list[Any]] = {}
         self.bucket_results: dict[str, list[Any]] = {}
+        #: The params of a warm start's previous model (``l2: auto`` keeps them when
+        #: incremental, as the local engine does).
+        self.base_params: dict[str, dict[str, Any]] = {}
         for cc in config.coordinates:
             if cc.locked:
                 coord = load_saved_coordinate(cc, trust_custom_code=trust_custom_code)
@@ -374,6 +375,7 @@ class _DaskTrainer:
                     assert isinstance(coord, RandomEffect) and isinstance(base, RandomEffect)
                     coord.key_kind = base.key_kind
                     self.bases[cc.name] = self._split_base(base)
+                    self.base_params[cc.name] = dict(base.params)
             else:
                 coord = make_coordinate(cc)
                 indexes = client.gather(
@@ -580,6 +582,9 @@ class _DaskTrainer:
                 offsets = self._offsets(coord.name)
                 if isinstance(coord, FixedLinearEffect):
                     diag = self._fit_fixed(coord, offsets)
+                elif "auto" in coord.params.values():  # the prior is estimated
+                    assert isinstance(coord, RandomEffect)
+                    diag = fit_random_auto(self, coord, offsets)
                 else:
                     assert isinstance(coord, RandomEffect)
                     diag = self._fit_random(coord, offsets)
