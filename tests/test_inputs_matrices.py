@@ -192,6 +192,8 @@ def test_wrong_matrix_inputs_give_one_clear_line() -> None:
     bad.data[3] = np.nan
     with pytest.raises(DataError, match="values must be finite"):
         gdmix.fit(cfg, frame, features={"g": bad})
+    with pytest.raises(TypeError, match="feature_names must be a dict mapping coordinate"):
+        gdmix.fit(cfg, frame, features={"g": X}, feature_names=NAMES)
     with pytest.raises(DataError, match="one name per column"):
         gdmix.fit(cfg, frame, features={"g": X}, feature_names={"g": NAMES[:3]})
     with pytest.raises(TypeError, match=r"pass a feature matrix beside the table, as features="):

@@ -194,12 +194,12 @@ def feature_matrices(
             f"{argument} must be a dict mapping coordinate names to matrices, e.g. "
             f"{{'global': X}}, where X is {_EXPECTED}. Got {type(features).__name__} instead"
         )
-    names_of = dict(feature_names or {})
     if not isinstance(feature_names, Mapping | None):
         raise TypeError(
             "feature_names must be a dict mapping coordinate names to lists of column names. "
             f"Got {type(feature_names).__name__} instead"
         )
+    names_of = dict(feature_names or {})
     unknown = sorted(set(features) - set(coordinates)) if coordinates is not None else []
     unknown += sorted(set(names_of) - set(features))
     if unknown:
