@@ -7,6 +7,7 @@ equality is asserted (``GDMIX_TEST_DEVICE=cuda`` skips those).
 from __future__ import annotations
 
 import copy
+import gc
 import os
 from typing import Any
 
@@ -166,9 +167,13 @@ def test_later_fits_reuse_the_features_and_take_new_offsets() -> None:
     np.testing.assert_allclose(
         feed.targets[2].cpu().numpy(), moved["offset"].to_numpy(np.float32), rtol=0, atol=0
     )
-    # A new training table gets a new feed.
-    _fit(coord, frame, coord.design(frame, "training data"))
+    # A new training table gets a new feed; the feed goes when its table goes.
+    other = coord.design(frame, "training data")
+    _fit(coord, frame, other)
     assert coord._feed[1] is not feed
+    del other
+    gc.collect()
+    assert coord._feed is None
 
 
 @cpu_only

@@ -79,14 +79,16 @@ class TrainingFeed:
         self.device = device
         self.mode = mode
         self.chunk_rows = max(1, int(chunk_rows))
+        # A new DeepDesign around the tensors: the feed never keeps the caller's design
+        # object alive (a coordinate drops its feed when that object is collected).
         if mode == "resident":
-            self.features = design.to(device)
+            self.features = DeepDesign(dict(design.to(device).tensors), self.n)
         elif device.type == "cuda":
             self.features = DeepDesign(
                 {k: t.pin_memory() for k, t in design.tensors.items()}, self.n
             )
         else:
-            self.features = design
+            self.features = DeepDesign(dict(design.tensors), self.n)
         # Labels, weights and offsets as the rows of one (3, n) tensor: one gather per
         # batch, and each gathered row is contiguous.
         self.targets = torch.zeros((3, self.n), dtype=torch.float32, device=device)

@@ -405,7 +405,15 @@ class TorchFixedEffect(Coordinate):
                 return feed
         self._feed = None  # release the previous table's tensors first
         feed = TrainingFeed(design, self.device, mode, cfg.stream_chunk_rows)  # type: ignore[arg-type]
-        self._feed = (weakref.ref(design), feed)
+        me = weakref.ref(self)
+
+        def release(_: object) -> None:
+            # The training table is gone (training ended): free its device copy too.
+            coord = me()
+            if coord is not None and coord._feed is not None and coord._feed[1] is feed:
+                coord._feed = None
+
+        self._feed = (weakref.ref(design, release), feed)
         return feed
 
     def _optimizer(self, l2: float) -> torch.optim.Optimizer:
