@@ -343,6 +343,7 @@ class TorchFixedEffect(Coordinate):
         y, weight, offset = feed.targets
         train = feed.features
         for idx, b in _shards(perm, max(self.config.batch_size, size), rank, size):
+            self._warm_up(opt)
             with self._autocast():
                 z = self._forward(train.take(idx), model)
             row_loss = F.binary_cross_entropy_with_logits(
@@ -371,12 +372,8 @@ class TorchFixedEffect(Coordinate):
         assert self.network is not None
         self.network.train()
         loss_sum = torch.zeros((), device=self.device)
-        warmup, rate = self.config.warmup_steps, self.config.effective_learning_rate()
         for batch, y, weight, offset in feed.batches(self.config.batch_size, gen):
-            if self._steps < warmup:
-                for group in opt.param_groups:
-                    group["lr"] = rate * (self._steps + 1) / warmup
-            self._steps += 1
+            self._warm_up(opt)
             with self._autocast():
                 z = self._forward(batch, model)
             loss = F.binary_cross_entropy_with_logits(z.float() + offset, y, weight=weight)
@@ -387,6 +384,15 @@ class TorchFixedEffect(Coordinate):
         return float(loss_sum) / feed.n
 
     # -- speed switches -----------------------------------------------------
+    def _warm_up(self, opt: torch.optim.Optimizer) -> None:
+        """Count a step; during the warm-up, set its learning rate (linear ramp)."""
+        warmup = self.config.warmup_steps
+        if self._steps < warmup:
+            rate = self.config.effective_learning_rate() * (self._steps + 1) / warmup
+            for group in opt.param_groups:
+                group["lr"] = rate
+        self._steps += 1
+
     def _feed_for(self, design: DeepDesign, *, resident: bool = False) -> TrainingFeed:
         """The training feed of ``design``: made once per training table (and placement),
         kept between fits so that later passes copy only the offsets."""
