@@ -296,10 +296,10 @@ def test_broken_csv_files_are_one_line_errors(toy_job, trained_toy_model, capsys
 def test_wrong_argument_types_in_the_api(toy_job) -> None:
     with pytest.raises(TypeError, match="GDMixConfig"):
         gdmix.fit({"coordinates": []}, toy_job.train)
-    with pytest.raises(TypeError, match="DataFrame or the path"):
+    with pytest.raises(TypeError, match="DataFrame, a pyarrow Table, or the path"):
         gdmix.fit(_config(), 42)
     model = gdmix.fit(_config(), toy_job.train)
-    with pytest.raises(TypeError, match="DataFrame or the path"):
+    with pytest.raises(TypeError, match="DataFrame, a pyarrow Table, or the path"):
         model.score([1, 2, 3])
     with pytest.raises(TypeError, match="callables"):
         gdmix.fit(_config(), toy_job.train, callbacks=["not callable"])
