@@ -21,14 +21,14 @@ def client():
     cluster.close()
 
 
-def _frame(seed: int, n: int = 12000) -> pd.DataFrame:
+def _frame(seed: int, n: int = 12000, users: int = 300) -> pd.DataFrame:
     """Users with random intercepts and slopes on x2, items with random intercepts."""
     rng = np.random.default_rng(seed)
-    user, item = rng.integers(0, 300, n), rng.integers(0, 90, n)
+    user, item = rng.integers(0, users, n), rng.integers(0, 90, n)
     x1, x2 = rng.normal(size=n), rng.normal(size=n)
     color = rng.choice(["a", "b", "c"], n)
-    z = (0.5 * x1 + rng.normal(0, 0.9, 300)[user] + rng.normal(0, 0.7, 90)[item]
-         + rng.normal(0, 0.5, 300)[user] * x2 + (color == "a"))  # fmt: skip
+    z = (0.5 * x1 + rng.normal(0, 0.9, users)[user] + rng.normal(0, 0.7, 90)[item]
+         + rng.normal(0, 0.5, users)[user] * x2 + (color == "a"))  # fmt: skip
     y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(np.int64)
     return pd.DataFrame({"uid": np.arange(n), "user": user, "item": item.astype(str),
                          "x1": x1, "x2": x2, "color": color, "label": y})  # fmt: skip
@@ -63,6 +63,7 @@ def _assert_same(local: gdmix.GDMixModel, remote: gdmix.GDMixModel) -> None:
             np.testing.assert_allclose(b[key], a[key], rtol=1e-7, err_msg=f"{name} {key}")
         assert b["log_marginal"] == pytest.approx(a["log_marginal"], rel=1e-9, abs=1e-6)
         assert len(b["trajectory"]) == len(a["trajectory"])
+        assert len(b["subset_trajectory"]) == len(a["subset_trajectory"])
     for name in ("per_user", "per_item"):
         ra, rb = local[name], remote[name]
         assert ra.entity_ids.equals(rb.entity_ids)
@@ -75,8 +76,9 @@ def _assert_same(local: gdmix.GDMixModel, remote: gdmix.GDMixModel) -> None:
 
 def test_dask_estimates_equal_local_engine(client) -> None:
     """Two random effects with l2: auto, estimated together inside coordinate descent
-    (each one's gradient counting the other's Hessians), with validation data."""
-    frame = _frame(0)
+    (each one's gradient counting the other's Hessians), with validation data; 600 users:
+    the cold start's first stage on a quarter of them."""
+    frame = _frame(0, users=600)
     train, val = frame.iloc[:10000].reset_index(drop=True), frame.iloc[10000:]
     local = gdmix.fit(_config(), train, val)
     remote = fit_dask(_config(), train, val, client=client)
@@ -85,6 +87,7 @@ def test_dask_estimates_equal_local_engine(client) -> None:
     # The estimates are not the starting values: they moved to the data's variances.
     user = remote.history[-2]["prior"]
     assert 0.3 < user["intercept_variance"] < 2.0 and 0.05 < user["slope_variance"] < 1.0
+    assert remote.history[1]["prior"]["subset_trajectory"]  # per_user's cold start
 
 
 def test_dask_per_feature_and_given_intercept_prior(client) -> None:
@@ -108,3 +111,23 @@ def test_dask_auto_model_saves_and_scores_like_local(client, tmp_path) -> None:
     local = gdmix.fit(_config(n_passes=1), frame)
     np.testing.assert_allclose(loaded.score(frame)["total"], local.score(frame)["total"],
                                atol=1e-7)  # fmt: skip
+
+
+def test_dask_incremental_keeps_the_previous_estimate(client, tmp_path) -> None:
+    """An incremental refresh with l2: auto keeps the previous model's estimate as the
+    prior of new entities (known ones have their posterior), as the local engine does."""
+    frame = _frame(4, n=6000)
+    first = gdmix.fit(_config(n_passes=1), frame.iloc[:4000]).save(tmp_path / "first")
+    raw = _config(n_passes=1).model_dump()
+    raw["coordinates"][0].update(locked=True, init_model=str(first))
+    for c in raw["coordinates"][1:]:
+        c.update(init_model=str(first), incremental=True)
+    new = frame.iloc[4000:].reset_index(drop=True)
+    local = gdmix.fit(parse_config(raw), new)
+    remote = fit_dask(parse_config(raw), new, client=client)
+    old = gdmix.GDMixModel.load(first)
+    for name in ("per_user", "per_item"):
+        assert remote[name].params["l2"] == pytest.approx(old[name].params["l2"])
+        assert local[name].params["l2"] == pytest.approx(old[name].params["l2"])
+        np.testing.assert_allclose(remote[name].intercept, local[name].intercept, atol=1e-8)
+    assert all(r["prior"]["kept_from"] == "init_model" for r in remote.history if "prior" in r)

@@ -48,10 +48,11 @@ from gdmix.effects.evidence import (
     entity_sums,
     kept_prior,
     make_estimate,
-    maximise_evidence,
     precisions,
     prior_setup,
     settle,
+    staged_maximum,
+    subset_mask,
 )
 from gdmix.errors import ConfigError
 from gdmix.solvers.laplace import LaplaceTerms, laplace_terms
@@ -120,11 +121,12 @@ def estimate_prior(
         rho_table, other_value = others(coord.score(design))
         rho = rho_table if design.order is None else rho_table[design.order]
     last: list[LaplaceTerms] = []
+    subset = entities[subset_mask(coord.entity_ids[entities])]
 
-    def evaluate(prec: np.ndarray) -> LaplaceSums:
+    def evaluate(prec: np.ndarray, on_subset: bool) -> LaplaceSums:
         sums, terms = entity_sums(
-            arrays, design.perm, design.starts, yy, ww, oo, entities, coord.coef,
-            coord.intercept, setup.comp, prec, fit_intercept=fit_b, rho=rho,
+            arrays, design.perm, design.starts, yy, ww, oo, subset if on_subset else entities,
+            coord.coef, coord.intercept, setup.comp, prec, fit_intercept=fit_b, rho=rho,
             max_newton=coord.config.max_iter, tol=coord.config.tol,
         )  # fmt: skip
         last[:] = [terms]
@@ -134,15 +136,19 @@ def estimate_prior(
     if coord.n_threads is not None:
         numba.set_num_threads(min(coord.n_threads, numba.config.NUMBA_NUM_THREADS))
     try:
-        best = maximise_evidence(evaluate, setup, other_value=other_value,
-                                 correction=getattr(coord, "evidence_correction", None),
-                                 previous_step=getattr(coord, "evidence_step", None))  # fmt: skip
+        best, first = staged_maximum(
+            evaluate, setup, len(entities), other_value=other_value,
+            correction=getattr(coord, "evidence_correction", None),
+            previous_step=getattr(coord, "evidence_step", None),
+        )  # fmt: skip
     finally:
         numba.set_num_threads(threads)
     coord.evidence_correction, coord.evidence_step = best.correction, best.step
+    if last:  # what another random effect's estimation needs of this one (its rho)
+        coord.evidence_rows = (last[0].row_terms, float(last[0].logdet.sum()))
     settle(coord, best.precision, setup, last[0].variance if last else None, entities)
     coord.train_coverage = coord.coverage(design)
-    return make_estimate(coord.name, setup, best, int((~coord.has_model).sum()))
+    return make_estimate(coord.name, setup, best, int((~coord.has_model).sum()), first)
 
 
 def fit_with_estimated_prior(
@@ -176,6 +182,7 @@ def fit_with_estimated_prior(
                          l2=p.get("l2", fixed["l2"]),
                          intercept_l2=p.get("intercept_l2", fixed["intercept_l2"]))  # fmt: skip
 
+    coord.evidence_rows = None  # until an estimate leaves new ones
     base = getattr(coord, "base_params", None)
     if coord._prior_base is not None and base:  # incremental: keep the previous estimate
         diag = fit({"l2": base["l2"], "intercept_l2": base.get("intercept_l2")})
@@ -219,19 +226,28 @@ def others_terms(
         value = 0.0
         for c in others:
             design = designs[c.name]
-            off = base + mine - scores[c.name]
-            yy, ww, oo = design_rows(design, y, weight, off)
-            prec, prec_b = precisions(c)
-            entities = np.flatnonzero(c.trainable).astype(np.int64)
-            terms = laplace_terms(
-                design_arrays(design.X), design.perm, design.starts, yy, ww, oo, entities,
-                c.coef, c.intercept, prec, prec_b, fit_intercept=bool(c.config.intercept),
-            )  # fmt: skip
-            if design.order is None:
-                rho += terms.row_terms
+            cached = getattr(c, "evidence_rows", None)
+            if cached is not None and len(cached[0]) == len(design.perm):
+                # An estimated coordinate's terms at its last evaluation (the same as now
+                # when no coordinate moved since; coordinate descent converges to the
+                # same point either way).
+                rows, logdet = cached
             else:
-                rho[design.order] += terms.row_terms
-            value -= 0.5 * float(terms.logdet.sum())
+                off = base + mine - scores[c.name]
+                yy, ww, oo = design_rows(design, y, weight, off)
+                prec, prec_b = precisions(c)
+                entities = np.flatnonzero(c.trainable).astype(np.int64)
+                terms = laplace_terms(
+                    design_arrays(design.X), design.perm, design.starts, yy, ww, oo,
+                    entities, c.coef, c.intercept, prec, prec_b,
+                    fit_intercept=bool(c.config.intercept),
+                )  # fmt: skip
+                rows, logdet = terms.row_terms, float(terms.logdet.sum())
+            if design.order is None:
+                rho += rows
+            else:
+                rho[design.order] += rows
+            value -= 0.5 * logdet
         return rho, value
 
     return share

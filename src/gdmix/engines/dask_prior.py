@@ -32,10 +32,11 @@ from gdmix.effects.evidence import (
     entity_sums,
     kept_prior,
     make_estimate,
-    maximise_evidence,
     precisions,
     prior_setup,
     settle,
+    staged_maximum,
+    subset_mask,
 )
 from gdmix.effects.random_effect import RandomEffect
 from gdmix.errors import ConfigError
@@ -76,15 +77,21 @@ def _prepare(
     y, w, o = design_rows(design, bucket["_y"].to_numpy(), bucket["_w"].to_numpy(), offsets)
     if rho is not None and design.order is not None:
         rho = rho[design.order]
+    entities = np.flatnonzero(coord.trainable).astype(np.int64)
     return {"empty": False, "coord": coord, "design": design, "y": y, "w": w, "o": o,
-            "rho": rho, "entities": np.flatnonzero(coord.trainable).astype(np.int64),
+            "rho": rho, "entities": entities,
+            "subset": entities[subset_mask(coord.entity_ids[entities])],
             "part": bucket["_part"].to_numpy(), "pos": bucket["_pos"].to_numpy()}  # fmt: skip
 
 
+def _count(prep: dict[str, Any]) -> int:
+    return 0 if prep["empty"] else len(prep["entities"])
+
+
 def _evaluate(prep: dict[str, Any], previous: dict[str, Any] | None, precision: np.ndarray,
-              comp: np.ndarray) -> dict[str, Any]:  # fmt: skip
-    """One evaluation of a bucket: its entities' modes at ``precision`` (from the previous
-    evaluation's) and their summed statistics."""
+              comp: np.ndarray, subset: bool) -> dict[str, Any]:  # fmt: skip
+    """One evaluation of a bucket: its entities' (or the quarter's, with ``subset``)
+    modes at ``precision`` (from the previous evaluation's) and their summed statistics."""
     ncomp = len(precision)
     if prep["empty"]:
         zero = np.zeros(ncomp)
@@ -95,11 +102,12 @@ def _evaluate(prep: dict[str, Any], previous: dict[str, Any] | None, precision: 
     coef, intercept = src["coef"].copy(), src["intercept"].copy()
     sums, terms = entity_sums(
         design_arrays(design.X), design.perm, design.starts, prep["y"], prep["w"], prep["o"],
-        prep["entities"], coef, intercept, comp, precision,
+        prep["subset"] if subset else prep["entities"], coef, intercept, comp, precision,
         fit_intercept=bool(coord.config.intercept), rho=prep["rho"],
         max_newton=coord.config.max_iter, tol=coord.config.tol,
     )  # fmt: skip
-    return {"sums": sums, "coef": coef, "intercept": intercept, "variance": terms.variance}
+    return {"sums": sums, "coef": coef, "intercept": intercept, "variance": terms.variance,
+            "rows": terms.row_terms, "logdet": float(terms.logdet.sum())}  # fmt: skip
 
 
 def _sums(result: dict[str, Any]) -> LaplaceSums:
@@ -124,14 +132,24 @@ def _finish(prep: dict[str, Any], result: dict[str, Any], precision: np.ndarray,
     settle(coord, precision, setup, result["variance"], prep["entities"])
     design = prep["design"]
     coord.train_coverage = coord.coverage(design)
+    rows = result["rows"]
+    if design.order is not None:  # back to the bucket's row order
+        rows = np.zeros(len(prep["part"]))
+        rows[design.order] = result["rows"]
     return {"arrays": coord.arrays(), "state": coord.get_state(), "scores": coord.score(design),
-            "part": prep["part"], "pos": prep["pos"], "stats": {}}  # fmt: skip
+            "part": prep["part"], "pos": prep["pos"], "stats": {},
+            "rows": rows, "logdet": result["logdet"]}  # fmt: skip
 
 
 def _row_terms(bucket: pd.DataFrame, offsets: np.ndarray, config: Any, features: Any,
-               kind: Any, state: Any, base: Any) -> dict[str, Any]:  # fmt: skip
+               kind: Any, previous: dict | None, base: Any) -> dict[str, Any]:  # fmt: skip
     """Another random effect's ``-1/2 h'_i q_i`` of every row of one of its buckets (at
-    its current modes) and its ``sum log det H``."""
+    its current modes) and its ``sum log det H``: those of its last evaluation when its
+    prior was estimated (as the local engine does), else computed now."""
+    if previous is not None and "rows" in previous:
+        return {"part": previous["part"], "pos": previous["pos"], "scores": previous["rows"],
+                "logdet": previous["logdet"]}  # fmt: skip
+    state = previous.get("state") if previous is not None else None
     if len(bucket) == 0 or state is None:
         empty = np.zeros(0, dtype=np.int64)
         return {"part": empty, "pos": empty, "scores": np.zeros(0), "logdet": 0.0}
@@ -166,7 +184,7 @@ def _add(*arrays: np.ndarray) -> np.ndarray:
 def _others_rho(trainer: Any, coord: RandomEffect) -> tuple[list[Any] | None, float]:
     """The other random effects' ``rho`` per partition (futures) and their share of the
     approximation (``-1/2 sum log det H``), as the local engine's ``others_terms``."""
-    from gdmix.engines.dask_engine import _bucket_offsets, _bucket_scores, _field, _part_scores
+    from gdmix.engines.dask_engine import _bucket_offsets, _bucket_scores, _part_scores
 
     client = trainer.client
     others = [
@@ -185,9 +203,9 @@ def _others_rho(trainer: Any, coord: RandomEffect) -> tuple[list[Any] | None, fl
         results = []
         for b, bucket in enumerate(trainer.designs[other.name]):
             off = client.submit(_bucket_offsets, bucket, *offsets)
-            state = client.submit(_field, trainer.bucket_results[other.name][b], "state")
+            previous = trainer.bucket_results[other.name][b]
             results.append(client.submit(_row_terms, bucket, off, other.config, other.features,
-                                         other.key_kind, state, bases[b]))  # fmt: skip
+                                         other.key_kind, previous, bases[b]))  # fmt: skip
         triples = [client.submit(_bucket_scores, r) for r in results]
         for i, n in enumerate(trainer.sizes):
             per_part[i].append(client.submit(_part_scores, i, n, *triples))
@@ -247,18 +265,21 @@ def fit_random_auto(trainer: Any, coord: RandomEffect, offsets: list[Any]) -> di
                                    coord.key_kind, state, bases[b]))  # fmt: skip
     last: list[Any] = [None] * len(preps)
 
-    def evaluate(precision: np.ndarray) -> LaplaceSums:
+    def evaluate(precision: np.ndarray, subset: bool) -> LaplaceSums:
         futures = [
-            client.submit(_evaluate, p, r, precision, setup.comp, pure=False)
+            client.submit(_evaluate, p, r, precision, setup.comp, subset, pure=False)
             for p, r in zip(preps, last, strict=True)
         ]
         sums = client.gather([client.submit(_sums, f) for f in futures])
         last[:] = futures
         return functools.reduce(operator.add, sums)
 
-    best = maximise_evidence(evaluate, setup, other_value=other_value,
-                             correction=getattr(coord, "evidence_correction", None),
-                             previous_step=getattr(coord, "evidence_step", None))  # fmt: skip
+    n_entities = sum(client.gather([client.submit(_count, p) for p in preps]))
+    best, first = staged_maximum(
+        evaluate, setup, n_entities, other_value=other_value,
+        correction=getattr(coord, "evidence_correction", None),
+        previous_step=getattr(coord, "evidence_step", None),
+    )  # fmt: skip
     coord.evidence_correction, coord.evidence_step = best.correction, best.step
     results = [
         client.submit(_finish, p, r, best.precision, setup)
@@ -273,7 +294,7 @@ def fit_random_auto(trainer: Any, coord: RandomEffect, offsets: list[Any]) -> di
     coord.train_coverage = float(coord.n_rows.sum()) / max(1, sum(trainer.sizes))
     settle(coord, best.precision, setup, None, np.zeros(0, dtype=np.int64))
     coord.estimated_params = dict(coord.params)
-    estimate = make_estimate(name, setup, best)
+    estimate = make_estimate(name, setup, best, 0, first)
     diag = dict(estimate.diagnostics)
     diag["prior"] = estimate.to_dict()
     return diag
