@@ -214,6 +214,10 @@ def test_date_range_selects_exactly_its_days(tmp_path: Path) -> None:
     assert _days_read(read_table(root)) == {0, 1, 2, 3, 4}
     with pytest.raises(DataError, match="no day folder"):
         read_table(dated_path(root, dt.date(2026, 12, 1), dt.date(2026, 12, 5)))
+    with pytest.raises(DataError, match="is not a folder"):
+        read_table(dated_path(root / "daily/2026/10/30/part-00000.avro", days[0], days[1]))
+    with pytest.raises(DataError, match="does not exist"):
+        read_table(dated_path(tmp_path / "nowhere", days[0], days[1]))
     with pytest.raises(DataError, match="not a range of real days"):
         read_table(f"{root}/daily/2026/02/30..2026/03/01")
 

@@ -173,7 +173,8 @@ def select_days(source: str | os.PathLike[str]) -> list[Path]:
         raise DataError(f"{source}: not a day range (ROOT/{DAILY}/yyyy/MM/dd..yyyy/MM/dd)")
     root, start, end = parsed
     if not root.is_dir():
-        raise DataError(f"{source}: the data root {root} does not exist")
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise DataError(f"{source}: the data root {root} {what} (it holds {DAILY}/yyyy/MM/dd)")
     found, missing = day_folders(root, start, end)
     if not found:
         raise DataError(
