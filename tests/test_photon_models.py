@@ -344,3 +344,21 @@ def test_import_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.avro").write_text("not avro")
     with pytest.raises(DataError, match="cannot read"):
         import_model(fixed={"g": tmp_path / "bad.avro"})
+
+
+def test_export_refuses_features_that_photon_would_merge(tmp_path: Path) -> None:
+    """A numeric column named like a bag feature ("t0", "") is one Photon feature."""
+    frame = mixed_frame(300, seed=6)
+    frame["t0"] = frame["x1"]
+    config = parse_config(
+        {
+            "coordinates": [
+                {"name": "g", "type": "fixed", "features": {"numeric": ["t0"], "bags": ["tags"]}}
+            ],
+            "training": {"progress": False},
+        }
+    )
+    model = gdmix.fit(config, frame)
+    with pytest.raises(ConfigError, match=r"\('t0', ''\) with different coefficients"):
+        export_model(model, tmp_path / "photon")
+    assert not (tmp_path / "photon").exists()
