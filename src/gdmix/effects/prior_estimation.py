@@ -46,12 +46,12 @@ from gdmix.effects.evidence import (
     PriorSetup,
     design_rows,
     entity_sums,
+    estimate_for,
     kept_prior,
     make_estimate,
     precisions,
     prior_setup,
     settle,
-    staged_maximum,
     subset_mask,
 )
 from gdmix.errors import ConfigError
@@ -136,14 +136,9 @@ def estimate_prior(
     if coord.n_threads is not None:
         numba.set_num_threads(min(coord.n_threads, numba.config.NUMBA_NUM_THREADS))
     try:
-        best, first = staged_maximum(
-            evaluate, setup, len(entities), other_value=other_value,
-            correction=getattr(coord, "evidence_correction", None),
-            previous_step=getattr(coord, "evidence_step", None),
-        )  # fmt: skip
+        best, first = estimate_for(coord, evaluate, setup, len(entities), other_value)
     finally:
         numba.set_num_threads(threads)
-    coord.evidence_correction, coord.evidence_step = best.correction, best.step
     if last:  # what another random effect's estimation needs of this one (its rho)
         coord.evidence_rows = (last[0].row_terms, float(last[0].logdet.sum()))
     settle(coord, best.precision, setup, last[0].variance if last else None, entities)

@@ -30,12 +30,12 @@ from gdmix.effects.evidence import (
     PriorSetup,
     design_rows,
     entity_sums,
+    estimate_for,
     kept_prior,
     make_estimate,
     precisions,
     prior_setup,
     settle,
-    staged_maximum,
     subset_mask,
 )
 from gdmix.effects.random_effect import RandomEffect
@@ -275,12 +275,7 @@ def fit_random_auto(trainer: Any, coord: RandomEffect, offsets: list[Any]) -> di
         return functools.reduce(operator.add, sums)
 
     n_entities = sum(client.gather([client.submit(_count, p) for p in preps]))
-    best, first = staged_maximum(
-        evaluate, setup, n_entities, other_value=other_value,
-        correction=getattr(coord, "evidence_correction", None),
-        previous_step=getattr(coord, "evidence_step", None),
-    )  # fmt: skip
-    coord.evidence_correction, coord.evidence_step = best.correction, best.step
+    best, first = estimate_for(coord, evaluate, setup, n_entities, other_value)
     results = [
         client.submit(_finish, p, r, best.precision, setup)
         for p, r in zip(preps, last, strict=True)
