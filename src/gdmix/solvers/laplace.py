@@ -40,7 +40,6 @@ import numba
 import numpy as np
 from numba import prange
 
-from gdmix.losses import loss_scalar
 from gdmix.solvers.rows import entry_column, entry_value, row_span, skip_entry
 
 __all__ = ["LaplaceTerms", "laplace_terms"]
@@ -115,8 +114,10 @@ def _accumulate(data, indptr, indices, perm, lo_r, hi_r, y, w, offset, d, fit_b,
         for a in range(n):
             z += val[a] * tv[idx[a]]
         wi = w[i]
-        loss += wi * loss_scalar(y[i], z)
-        p = _sigmoid(z)
+        # One exp per row: e = exp(-|z|) gives the loss and the probability.
+        e = math.exp(-abs(z))
+        loss += wi * (max(z, 0.0) - y[i] * z + math.log1p(e))
+        p = 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
         res = wi * (p - y[i])
         h = wi * p * (1.0 - p)
         for a in range(n):
