@@ -399,6 +399,7 @@ def maximise_evidence(
     previous_step: np.ndarray | None = None,
     tol: float | None = None,
     shift: np.ndarray | None = None,
+    within_se: bool = False,
 ) -> EvidenceMaximum:
     """Maximise the Laplace approximation over the estimated components' precisions.
 
@@ -425,6 +426,9 @@ def maximise_evidence(
         Stop when a step changes no log variance by more than this (default ``_TOL``).
     shift : ndarray, optional
         How far (in log precisions) the start was moved from the previous estimate.
+    within_se : bool
+        Also stop when a step is within ``_SE_SHARE`` of every estimate's standard error
+        (always so with ``warm``).
 
     Returns
     -------
@@ -462,10 +466,10 @@ def maximise_evidence(
     def small(du: np.ndarray) -> bool:
         if float(np.max(np.abs(du), initial=0.0)) < tol:
             return True
-        if not warm:
+        if not (warm or within_se):
             return False
-        # A later pass: a step within a tenth of the estimate's standard error changes
-        # nothing that matters (and the next pass revisits it).
+        # A later pass, or many entities: a step within a tenth of the estimate's
+        # standard error changes nothing that matters (and a next pass revisits it).
         curv = -np.diag(steps.gradient_curvature(precision, sums)[1])
         se = 1.0 / np.sqrt(np.maximum(curv, 1e-12))
         return bool(np.all(np.abs(du) < _SE_SHARE * se))
@@ -514,6 +518,7 @@ def staged_maximum(
                                 other_value=options.get("other_value", 0.0))  # fmt: skip
         first = sub.trajectory
         setup = dataclasses.replace(setup, precision=sub.precision)
+        options["within_se"] = True  # with this many entities the standard errors are small
     return maximise_evidence(lambda p: evaluate(p, False), setup, **options), first
 
 
