@@ -146,11 +146,36 @@ def test_task_rules():
         parse_config({**_config("linear", random=False), "coordinates": [deep]})
     with pytest.raises(ConfigError, match="set 'task' once"):
         parse_config({**_config("linear"), "data": {"label": "y", "task": "poisson"}})
-    raw = _config("poisson")
-    raw["training"]["engine"] = "dask"
     frame = _frame("poisson")
-    with pytest.raises(ConfigError, match="dask"):
-        gdmix.fit(parse_config(raw), frame)
     frame.loc[3, "y"] = -1.0
     with pytest.raises(DataError, match="counts >= 0"):
         gdmix.fit(parse_config(_config("poisson")), frame)
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    from gdmix.engines.dask_engine import connect
+
+    client = connect(None, n_workers=2, threads_per_worker=1)
+    yield client
+    cluster = client.cluster
+    client.close()
+    cluster.close()
+
+
+@pytest.mark.parametrize("task", ["linear", "poisson"])
+def test_dask_engine_trains_the_local_model(task, dask_client):
+    """Tasks and the elastic net on the Dask engine: the local engine's model."""
+    from gdmix.engines.dask_engine import fit_dask
+
+    train, valid = _frame(task, seed=6), _frame(task, seed=7)
+    raw = _config(task, n_passes=2)
+    raw["coordinates"][0]["l1"] = 5.0
+    local = gdmix.fit(parse_config(raw), train, valid)
+    raw["training"]["engine"] = "dask"
+    remote = fit_dask(parse_config(raw), train, valid, client=dask_client)
+    np.testing.assert_allclose(remote.predict(valid), local.predict(valid), rtol=1e-6, atol=1e-6)
+    metric = "rmse" if task == "linear" else "poisson_deviance"
+    assert remote.metrics["validation"][metric] == pytest.approx(
+        local.metrics["validation"][metric], rel=1e-7
+    )

@@ -572,17 +572,6 @@ def fit(
 
         return fit_streaming(config, train, validation, callbacks=callbacks)
     if engine == "dask":
-        if config.task != "logistic":
-            raise ConfigError(
-                f"task {config.task!r} runs on the local and streaming engines; the dask "
-                "engine trains logistic models only (yet)"
-            )
-        l1 = [c.name for c in config.coordinates if getattr(c, "l1", 0.0) > 0]
-        if l1:
-            raise ConfigError(
-                f"coordinate(s) {l1}: 'l1' (elastic net) runs on the local and streaming "
-                "engines, not on the dask engine (yet)"
-            )
         from gdmix.engines.dask_engine import fit_dask
 
         return fit_dask(

@@ -47,11 +47,12 @@ from gdmix.engines.dask_prior import fit_random_auto
 from gdmix.errors import ConfigError, DataError
 from gdmix.fsutil import fresh_work_folder
 from gdmix.history import finish_record, new_record
-from gdmix.losses import logistic_loss
-from gdmix.metrics import evaluate as evaluate_scores
+from gdmix.losses import task_code, task_loss
 from gdmix.model import GDMixModel, load_saved_coordinate, make_coordinate
 from gdmix.solvers import fixed_kernels as fk
 from gdmix.solvers.lbfgs import minimize_logistic
+from gdmix.task_metrics import TaskEvaluator
+from gdmix.tasks import higher_is_better
 
 __all__ = ["connect", "fit_dask"]
 
@@ -99,9 +100,11 @@ def _build_index(part: dict[str, Any], spec: Any, where: str) -> FeatureIndex:
     return FeatureIndex.build(part["frame"], spec, where)
 
 
-def _fe_design(part: dict[str, Any], features: FeatureIndex, where: str) -> dict[str, Any]:
+def _fe_design(
+    part: dict[str, Any], features: FeatureIndex, where: str, task: str = "logistic"
+) -> dict[str, Any]:
     X = fk.prepare(features.transform(part["frame"], where))
-    return {"X": X, "y": part["y"], "w": part["w"]}
+    return {"X": X, "y": part["y"], "w": part["w"], "task": task_code(task)}
 
 
 def _fe_moments(design: dict[str, Any]) -> tuple[float, np.ndarray, np.ndarray, float]:
@@ -118,9 +121,11 @@ def _fe_value_grad(
 ) -> dict[str, Any]:
     X, y, s = design["X"], design["y"], design["w"]
     if hess:
-        loss, xg, gsum, d, pieces = fk.value_grad_hessian(X, y, s, offset, w, b)
+        loss, xg, gsum, d, pieces = fk.value_grad_hessian(
+            X, y, s, offset, w, b, task=design["task"]
+        )
         return {"sums": (loss, xg, gsum, None), "d": d, "hess": pieces}
-    loss, xg, gsum, d, xd = fk.value_grad(X, y, s, offset, w, b, diag=diag)
+    loss, xg, gsum, d, xd = fk.value_grad(X, y, s, offset, w, b, diag=diag, task=design["task"])
     sums = (float(d.sum()), xd[0], xd[1]) if xd is not None else None
     return {"sums": (loss, xg, gsum, sums), "d": d, "hess": None}
 
@@ -143,9 +148,15 @@ class _DaskLogistic:
     (the rows' curvatures stay on the workers)."""
 
     def __init__(
-        self, client: Any, designs: list[Any], offsets: list[Any], n_features: int
+        self,
+        client: Any,
+        designs: list[Any],
+        offsets: list[Any],
+        n_features: int,
+        task: str = "logistic",
     ) -> None:
         self.client, self.designs, self.offsets = client, designs, offsets
+        self.task = task
         self.n_features = n_features
         work = client.gather([client.submit(_fe_hessian_work, d) for d in designs])
         self.hessian_cost = sum(h for h, _ in work) / max(sum(g for _, g in work), 1.0)
@@ -307,8 +318,8 @@ def _re_score(part: dict[str, Any], coord: Coordinate, where: str) -> np.ndarray
     return coord.score(coord.design(part["frame"], where))
 
 
-def _loss_sum(part: dict[str, Any], total: np.ndarray) -> tuple[float, float]:
-    return float(part["w"] @ logistic_loss(part["y"], total)), float(part["w"].sum())
+def _loss_sum(part: dict[str, Any], total: np.ndarray, task: str) -> tuple[float, float]:
+    return float(part["w"] @ task_loss(task, part["y"], total)), float(part["w"].sum())
 
 
 def _write_scores(
@@ -434,7 +445,8 @@ class _DaskTrainer:
         client, name = self.client, coord.name
         if isinstance(coord, FixedLinearEffect):
             self.designs[name] = [
-                client.submit(_fe_design, p, coord.features, "training data") for p in self.parts
+                client.submit(_fe_design, p, coord.features, "training data", self.config.task)
+                for p in self.parts
             ]
         elif name not in self.locked:
             assert isinstance(coord, RandomEffect)
@@ -474,7 +486,9 @@ class _DaskTrainer:
 
     def _fit_fixed(self, coord: FixedLinearEffect, offsets: list[Any]) -> dict[str, Any]:
         cfg = coord.config
-        data = _DaskLogistic(self.client, self.designs[coord.name], offsets, len(coord.coef))
+        data = _DaskLogistic(
+            self.client, self.designs[coord.name], offsets, len(coord.coef), self.config.task
+        )
         coef0, intercept0 = coord.start_point(coord.l2)
         res = minimize_logistic(
             data,
@@ -486,6 +500,7 @@ class _DaskTrainer:
             tol=cfg.tol,
             objective_tol=cfg.objective_tol,
             solver=cfg.solver,
+            l1=cfg.l1,
         )
         coord.set_solution(coord.l2, res.coef, res.intercept)
         self.scores[coord.name] = self._score_parts(coord)
@@ -557,17 +572,22 @@ class _DaskTrainer:
     def _metrics(self) -> dict[str, float]:
         record: dict[str, float] = {}
         totals = self._offsets(None)
+        task = self.config.task
         sums = self.client.gather(
-            [self.client.submit(_loss_sum, p, t) for p, t in zip(self.parts, totals, strict=True)]
+            [
+                self.client.submit(_loss_sum, p, t, task)
+                for p, t in zip(self.parts, totals, strict=True)
+            ]
         )
-        record["train_log_loss"] = sum(s[0] for s in sums) / sum(s[1] for s in sums)
+        mean_loss = sum(s[0] for s in sums) / sum(s[1] for s in sums)
+        record["train_log_loss" if task == "logistic" else "train_mean_loss"] = mean_loss
         if self.validation is not None:
             roles, frame = self.validation
             total = roles.offset.copy()
             for c in self.coords:
                 total += c.score(c.design(frame, "validation data"))
-            m = evaluate_scores(roles.y, total, sample_weight=roles.weight)
-            record["validation_auc"], record["validation_log_loss"] = m["auc"], m["log_loss"]
+            m = TaskEvaluator(roles.y, roles.weight, task, self.config.training.metric)
+            record.update({f"validation_{k}": v for k, v in m.evaluate(total).items()})
         return record
 
     def run(self) -> GDMixModel:
@@ -598,10 +618,8 @@ class _DaskTrainer:
                     cb(record)
             if self.validation is None:
                 continue
-            last = self.history[-1]
-            goodness = (
-                last["validation_auc"] if tc.metric == "auc" else -last["validation_log_loss"]
-            )
+            last = self.history[-1][f"validation_{tc.metric}"]
+            goodness = last if higher_is_better(tc.metric) else -last
             if goodness > best + tc.min_delta:
                 best, self.best_pass = goodness, pass_no
                 best_state = (
@@ -616,12 +634,14 @@ class _DaskTrainer:
                 if c.name in best_state[0]:
                     c.set_state(best_state[0][c.name])
             self.scores = best_state[1]
-        metrics: dict[str, Any] = {"train": {"log_loss": self._metrics()["train_log_loss"]}}
+        final = self._metrics()
+        train_key = "log_loss" if self.config.task == "logistic" else "mean_loss"
+        metrics: dict[str, Any] = {"train": {train_key: final[f"train_{train_key}"]}}
         if self.validation is not None:
-            m = self._metrics()
             metrics["validation"] = {
-                "auc": m["validation_auc"],
-                "log_loss": m["validation_log_loss"],
+                k.removeprefix("validation_"): v
+                for k, v in final.items()
+                if k.startswith("validation_")
             }
             metrics["best_pass"] = self.best_pass
         metrics["params"] = {c.name: c.params for c in self.coords}
