@@ -85,8 +85,8 @@ class FixedEffectConfig(CoordinateBase):
     l1 : float
         L1 penalty ``l1 * ||w||_1`` (the intercept is not penalised): with ``l2``, the
         elastic net. Some coefficients are then exactly 0. Solved by OWL-QN (L-BFGS
-        restricted to orthants, :mod:`gdmix.solvers.owlqn`) whatever ``solver`` says; on
-        the local and streaming engines. Random effects take ``l2`` only.
+        restricted to orthants, :mod:`gdmix.solvers.owlqn`) whatever ``solver`` says, on
+        every engine. Random effects take ``l2`` only.
     locked : bool
         Load the coordinate from ``init_model`` and score it, never train it.
     """
