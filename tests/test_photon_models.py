@@ -362,3 +362,30 @@ def test_export_refuses_features_that_photon_would_merge(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match=r"\('t0', ''\) with different coefficients"):
         export_model(model, tmp_path / "photon")
     assert not (tmp_path / "photon").exists()
+
+
+def test_round_trip_with_text_and_hashed_features(tmp_path: Path) -> None:
+    """Words of a text column export as (column, word), hashed buckets as (block, "j")."""
+    rng = np.random.default_rng(5)
+    n = 600
+    words = np.array(["good", "bad", "fine", "great", "poor", "ok"])
+    frame = pd.DataFrame({
+        "text": [" ".join(rng.choice(words, 4)) for _ in range(n)],
+        "ad": rng.choice([f"ad{i}" for i in range(40)], n),
+        "user": rng.integers(0, 30, n),
+        "y": rng.integers(0, 2, n),
+    })  # fmt: skip
+    raw = {"data": {"label": "y"}, "training": {"progress": False},
+           "coordinates": [
+               {"name": "g", "type": "fixed", "features": {"text": ["text"],
+                                                          "hashed": [{"columns": "ad",
+                                                                      "n_buckets": 16}]}},
+               {"name": "u", "type": "random", "entity": "user",
+                "features": {"text": ["text"]}}]}  # fmt: skip
+    model = gdmix.fit(parse_config(raw), frame)
+    back = import_model(export_model(model, tmp_path / "photon"))
+    before, after = model.score(frame)["total"], back.score(frame)["total"]
+    assert np.max(np.abs(before.to_numpy() - after.to_numpy())) <= 1e-9
+    records = read_linear_models(tmp_path / "photon/fixed-effect/g/coefficients")
+    names = {(m["name"], m["term"]) for r in records for m in r["means"]}
+    assert ("text", "good") in names and any(n == "ad" for n, _ in names)

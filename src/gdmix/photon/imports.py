@@ -218,7 +218,9 @@ def _params(spec: Any, note: dict[str, Any] | None) -> dict[str, Any]:
 def _index(part: _Part, spec: Any, keys: set[tuple[str, str]]) -> FeatureIndex:
     note = part.note
     where = f"coordinate '{part.name}'"
-    if note is not None and note.get("config", {}).get("features") == spec.features.model_dump():
+    if note is not None and note.get("config", {}).get("features") == spec.features.model_dump(
+        mode="json"
+    ):
         return FeatureIndex.from_dict(note["features"])
     return index_from_keys(keys, FeatureConfig.model_validate(spec.features.model_dump()), where)
 

@@ -11,6 +11,9 @@ numeric column ``age``                      ``age``               ``""`` (empty)
 level ``doctor`` of categorical ``job``     ``job``               ``doctor``
 key ``(n, t)`` of any bag column            ``n``                 ``t``
 column ``m`` of a feature matrix            ``m``                 ``""``
+word or n-gram ``w`` of text column ``t``   ``t``                 ``w``
+bucket ``j`` of hashed block ``h``          ``h`` (``a+b``: two   ``"j"``
+                                            columns sharing it)
 the intercept                               ``(INTERCEPT)``       ``""``
 ==========================================  ====================  ===================
 
@@ -50,6 +53,10 @@ def column_keys(index: FeatureIndex) -> list[tuple[str, str]]:
         for key in bag_keys:
             name, _, term = key.partition(_SEP)
             keys.append((name, term))
+    for col, vocab in index.text.items():  # a word or n-gram of a text column
+        keys += [(col, term) for term in vocab.terms]
+    for block in index.hashed:  # a bucket of a hashed block
+        keys += [(block.name, str(j)) for j in range(block.n_buckets)]
     return keys + [(m, "") for m in index.matrix]
 
 
