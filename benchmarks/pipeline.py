@@ -143,7 +143,7 @@ def child(config: Path, out: Path, started: float) -> int:
         from gdmix.engines.buckets import BucketFiles
 
         _timed(sm._StreamingJob, "layout", "streaming: layout (read, chunks, buckets)")
-        _timed(sm, "minimize_logistic", "fixed: optimiser (fit)")
+        _timed(FixedLinearEffect, "fit_sums", "fixed: optimiser (fit)")  # fit is not called
         _timed(sm._StreamingJob, "_model", "streaming: final model (tables, train metrics)")
         _timed(BucketFiles, "read", "streaming: bucket reads")
         _timed(sm, "write_coefficients", "streaming: bucket coefficients written")

@@ -24,7 +24,12 @@ from gdmix.data.features import FeatureIndex
 from gdmix.data.matrices import FeatureMatrix
 from gdmix.effects.base import Coordinate, Validation
 from gdmix.solvers import fixed_kernels as fk
-from gdmix.solvers.lbfgs import InMemoryLogistic, LogisticResult, minimize_logistic
+from gdmix.solvers.lbfgs import (
+    InMemoryLogistic,
+    LogisticResult,
+    LogisticSums,
+    minimize_logistic,
+)
 
 __all__ = ["FixedLinearEffect", "fit_diagnostics"]
 
@@ -112,13 +117,19 @@ class FixedLinearEffect(Coordinate):
         validation: Validation | None = None,
     ) -> dict[str, Any]:
         """Fit, warm-started (see :meth:`start_point`)."""
+        data = InMemoryLogistic(self._prepare(design), y, weight, offset, self.config.task)
+        return self.fit_sums(data, l2=l2)
+
+    def fit_sums(self, data: LogisticSums, *, l2: float) -> dict[str, Any]:
+        """Fit to data known through its sums (in memory, on a cluster, or streamed from
+        disk), warm-started (see :meth:`start_point`); returns the history fields."""
         coef0, intercept0 = self.start_point(l2)
         previous = numba.get_num_threads()
         if self.n_threads is not None:
             numba.set_num_threads(min(self.n_threads, numba.config.NUMBA_NUM_THREADS))
         try:
             res = minimize_logistic(
-                InMemoryLogistic(self._prepare(design), y, weight, offset, self.config.task),
+                data,
                 l2=l2,
                 fit_intercept=self.config.intercept,
                 coef0=coef0,

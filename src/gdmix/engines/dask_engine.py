@@ -39,7 +39,7 @@ from gdmix.data.features import FeatureIndex
 from gdmix.data.io import TableLike, read_table
 from gdmix.data.roles import extract_roles
 from gdmix.effects.base import Coordinate
-from gdmix.effects.fixed_linear import FixedLinearEffect, fit_diagnostics
+from gdmix.effects.fixed_linear import FixedLinearEffect
 from gdmix.effects.random_effect import RandomEffect
 from gdmix.effects.random_table import RandomEffectArrays
 from gdmix.engines.buckets import entity_buckets
@@ -50,7 +50,6 @@ from gdmix.history import finish_record, new_record
 from gdmix.losses import task_code, task_loss
 from gdmix.model import GDMixModel, load_saved_coordinate, make_coordinate
 from gdmix.solvers import fixed_kernels as fk
-from gdmix.solvers.lbfgs import minimize_logistic
 from gdmix.task_metrics import TaskEvaluator
 from gdmix.tasks import higher_is_better
 
@@ -485,26 +484,12 @@ class _DaskTrainer:
         ]
 
     def _fit_fixed(self, coord: FixedLinearEffect, offsets: list[Any]) -> dict[str, Any]:
-        cfg = coord.config
         data = _DaskLogistic(
             self.client, self.designs[coord.name], offsets, len(coord.coef), self.config.task
         )
-        coef0, intercept0 = coord.start_point(coord.l2)
-        res = minimize_logistic(
-            data,
-            l2=coord.l2,
-            fit_intercept=cfg.intercept,
-            coef0=coef0,
-            intercept0=intercept0,
-            max_iter=cfg.max_iter,
-            tol=cfg.tol,
-            objective_tol=cfg.objective_tol,
-            solver=cfg.solver,
-            l1=cfg.l1,
-        )
-        coord.set_solution(coord.l2, res.coef, res.intercept)
+        diag = coord.fit_sums(data, l2=coord.l2)
         self.scores[coord.name] = self._score_parts(coord)
-        return fit_diagnostics(coord.name, res, coord.l2)
+        return diag
 
     def _split_base(self, base: RandomEffect) -> list[Any]:
         """The previous model's entities of every bucket, scattered to the workers."""

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -38,7 +37,7 @@ from gdmix.data.column_kinds import check_column_kinds, column_kinds
 from gdmix.data.entity_keys import key_kind
 from gdmix.data.features import FeatureIndex
 from gdmix.data.roles import extract_roles
-from gdmix.effects.fixed_linear import FixedLinearEffect, fit_diagnostics
+from gdmix.effects.fixed_linear import FixedLinearEffect
 from gdmix.effects.random_effect import RandomEffect
 from gdmix.effects.random_table import read_coefficients, write_coefficients
 from gdmix.engines.buckets import BucketFiles, BucketWriter, n_buckets_for
@@ -48,7 +47,6 @@ from gdmix.fsutil import fresh_work_folder
 from gdmix.history import finish_record, new_record
 from gdmix.model import GDMixModel
 from gdmix.solvers.jit_cache import announce_compilation
-from gdmix.solvers.lbfgs import minimize_logistic
 from gdmix.task_metrics import TaskEvaluator, loss_sum
 from gdmix.tasks import higher_is_better
 
@@ -318,27 +316,7 @@ class _StreamingJob:
         data = StreamedLogistic(
             t.chunks, fe.name, lambda a, b: t.others(fe.name, a, b), self.config.task
         )
-        coef0, intercept0 = fe.start_point(params["l2"])
-        previous = numba.get_num_threads()
-        if fe.n_threads is not None:
-            numba.set_num_threads(min(fe.n_threads, numba.config.NUMBA_NUM_THREADS))
-        try:
-            res = minimize_logistic(
-                data,
-                l2=params["l2"],
-                fit_intercept=fe.config.intercept,
-                coef0=coef0,
-                intercept0=intercept0,
-                max_iter=fe.config.max_iter,
-                tol=fe.config.tol,
-                objective_tol=fe.config.objective_tol,
-                solver=fe.config.solver,
-                l1=fe.config.l1,
-            )
-        finally:
-            numba.set_num_threads(previous)
-        fe.set_solution(params["l2"], res.coef, res.intercept)
-        diag = fit_diagnostics(fe.name, res, params["l2"])
+        diag = fe.fit_sums(data, l2=params["l2"])
         diag["n_reads"] = data.n_reads
         self.penalties[fe.name] = fe.penalty()
         start = time.perf_counter()
