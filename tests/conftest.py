@@ -149,3 +149,17 @@ def trained_toy_model(toy_job: ToyJob) -> Path:
     assert main(["-q", "train", "--config", str(toy_job.config_path)]) == 0
     assert (toy_job.model_dir / "manifest.json").is_file()
     return toy_job.model_dir
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """One 2-worker Dask LocalCluster for every test that needs one (workers start, and
+    load the compiled kernels, once per session)."""
+    pytest.importorskip("distributed")
+    from gdmix.engines.dask_engine import connect
+
+    client = connect(None, n_workers=2, threads_per_worker=1)
+    yield client
+    cluster = client.cluster
+    client.close()
+    cluster.close()

@@ -9,16 +9,13 @@ import pytest
 
 import gdmix
 from gdmix.config import parse_config
-from gdmix.engines.dask_engine import connect, fit_dask
+from gdmix.engines.dask_engine import fit_dask
 
 
-@pytest.fixture(scope="module")
-def client():
-    c = connect(None, n_workers=2, threads_per_worker=1)
-    yield c
-    cluster = c.cluster
-    c.close()
-    cluster.close()
+@pytest.fixture
+def client(dask_client):
+    """The session's LocalCluster (tests/conftest.py)."""
+    return dask_client
 
 
 def _frame(seed: int, n: int = 12000, users: int = 300) -> pd.DataFrame:

@@ -152,17 +152,6 @@ def test_task_rules():
         gdmix.fit(parse_config(_config("poisson")), frame)
 
 
-@pytest.fixture(scope="module")
-def dask_client():
-    from gdmix.engines.dask_engine import connect
-
-    client = connect(None, n_workers=2, threads_per_worker=1)
-    yield client
-    cluster = client.cluster
-    client.close()
-    cluster.close()
-
-
 @pytest.mark.parametrize("task", ["linear", "poisson"])
 def test_dask_engine_trains_the_local_model(task, dask_client):
     """Tasks and the elastic net on the Dask engine: the local engine's model."""

@@ -421,19 +421,12 @@ def test_a_table_without_any_text_scores(frames, raw_model):
     np.testing.assert_allclose(empty["g"], expected, rtol=0, atol=1e-12)
 
 
-def test_dask_engine_equals_local(frames, raw_model):
+def test_dask_engine_equals_local(frames, raw_model, dask_client):
     """The dask engine builds the index maps per partition and joins them: the same
     vocabulary and idf, the same model."""
-    pytest.importorskip("distributed")
-    from gdmix.engines.dask_engine import connect, fit_dask
+    from gdmix.engines.dask_engine import fit_dask
 
-    client = connect(None, n_workers=2, threads_per_worker=1)
-    try:
-        remote = fit_dask(parse_config(_raw("raw")), frames["train"], client=client)
-    finally:
-        cluster = client.cluster
-        client.close()
-        cluster.close()
+    remote = fit_dask(parse_config(_raw("raw")), frames["train"], client=dask_client)
     for name in ("g", "u"):
         assert remote[name].features == raw_model[name].features
     np.testing.assert_allclose(remote["g"].coef, raw_model["g"].coef, rtol=0, atol=1e-8)
