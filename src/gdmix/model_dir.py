@@ -279,6 +279,30 @@ def check_writable_parent(path: Path) -> None:
     os.unlink(probe)
 
 
+def holds_ours(path: Path, ours: Callable[[Path], bool], what: str) -> bool:
+    """Whether ``path`` is a non-empty folder holding ``what`` (``ours(path)`` says so);
+    False when it is missing or empty.
+
+    Raises
+    ------
+    OutputError
+        When ``path`` is a file, or a non-empty folder holding anything else: gdmix never
+        replaces what it did not write.
+    """
+    if not (path.exists() or path.is_symlink()):
+        return False
+    if not path.is_dir():
+        raise OutputError(f"{path} exists and is not a folder; refusing to replace it")
+    if not any(path.iterdir()):
+        return False
+    if not ours(path):
+        raise OutputError(
+            f"{path} is a folder that does not hold {what}; refusing to replace it (choose a "
+            "new or empty folder)"
+        )
+    return True
+
+
 def check_model_target(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Check, before any work, that a model may be saved at ``path``.
 
@@ -292,22 +316,14 @@ def check_model_target(path: str | os.PathLike[str], *, overwrite: bool = False)
         Naming what is in the way.
     """
     path = Path(path)
-    if path.exists() or path.is_symlink():
-        if not path.is_dir():
-            raise OutputError(f"{path} exists and is not a folder; refusing to replace it")
-        if any(path.iterdir()):
-            if not is_model_directory(path):
-                raise OutputError(
-                    f"{path} is a folder that does not hold a gdmix model; refusing to replace "
-                    "it (choose a new or empty folder)"
-                )
-            extras = model_extras(path)
-            if extras and not overwrite:
-                shown = ", ".join(extras[:5]) + (" ..." if len(extras) > 5 else "")
-                raise OutputError(
-                    f"{path} holds a gdmix model and also files gdmix did not write ({shown}); "
-                    "move them away, or pass --overwrite (overwrite=True) to replace it all"
-                )
+    if holds_ours(path, is_model_directory, "a gdmix model"):
+        extras = model_extras(path)
+        if extras and not overwrite:
+            shown = ", ".join(extras[:5]) + (" ..." if len(extras) > 5 else "")
+            raise OutputError(
+                f"{path} holds a gdmix model and also files gdmix did not write ({shown}); "
+                "move them away, or pass --overwrite (overwrite=True) to replace it all"
+            )
     check_writable_parent(path)
     return path
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from gdmix.errors import OutputError
 from gdmix.fsutil import PathLock, debris, rename_exchange, sibling
-from gdmix.model_dir import check_writable_parent
+from gdmix.model_dir import check_writable_parent, holds_ours
 
 __all__ = [
     "COEFFICIENTS",
@@ -69,20 +69,10 @@ def check_export_target(path: str | os.PathLike[str], *, overwrite: bool = False
         earlier export without ``overwrite``.
     """
     path = Path(path)
-    if path.exists() or path.is_symlink():
-        if not path.is_dir():
-            raise OutputError(f"{path} exists and is not a folder; refusing to replace it")
-        if any(path.iterdir()):
-            if not _is_export(path):
-                raise OutputError(
-                    f"{path} is a folder that does not hold a gdmix Photon export; refusing to "
-                    "replace it (choose a new or empty folder)"
-                )
-            if not overwrite:
-                raise OutputError(
-                    f"{path} holds an earlier export; pass --overwrite (overwrite=True) to "
-                    "replace it"
-                )
+    if holds_ours(path, _is_export, "a gdmix Photon export") and not overwrite:
+        raise OutputError(
+            f"{path} holds an earlier export; pass --overwrite (overwrite=True) to replace it"
+        )
     check_writable_parent(path)
     return path
 
