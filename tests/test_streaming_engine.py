@@ -163,6 +163,13 @@ def test_cli_train_with_the_streaming_engine(files, tmp_path):
     config = tmp_path / "job.yaml"
     config.write_text(yaml.safe_dump(raw))
     assert main(["train", "--config", str(config), "--output", str(tmp_path / "model")]) == 0
+    # --engine streaming on the command line does the same from a local config
+    local_config = tmp_path / "local.yaml"
+    local_config.write_text(yaml.safe_dump(_raw(files["train"], files["validation"])))
+    out = str(tmp_path / "model2")
+    assert main(["train", "--config", str(local_config), "--output", out,
+                 "--engine", "streaming"]) == 0  # fmt: skip
+    assert gdmix.GDMixModel.load(out).lineage["engine"] == "streaming"
     saved = gdmix.GDMixModel.load(tmp_path / "model")
     local = gdmix.fit(parse_config(_raw(files["train"], files["validation"])))
     _compare(local, saved, files["validation"])

@@ -68,7 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-threads", type=int, help="threads for per-entity solves")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument(
-        "--engine", choices=["local", "dask"], help="where to train (overrides training.engine)"
+        "--engine",
+        choices=["local", "dask", "streaming"],
+        help="where to train (overrides training.engine; streaming: Parquet larger than\n"
+        "memory, see docs/streaming.md)",
     )
     parser.add_argument(
         "--scheduler",
