@@ -191,7 +191,6 @@ def test_memory_budget_switches_to_streaming(files, tmp_path, caplog):
     ("change", "message"),
     [
         ({"l2": [1.0, 2.0]}, "not a search grid"),
-        ({"l2": "auto"}, "l2: auto"),
         ({"mode": "cohort"}, "cohort"),
     ],
 )
@@ -206,3 +205,28 @@ def test_streaming_refuses_a_dataframe(files, tmp_path):
     raw = _streaming(_raw(files["train"], None), tmp_path)
     with pytest.raises(ConfigError, match="reads Parquet files"):
         gdmix.fit(parse_config(raw), pd.read_parquet(files["train"]))
+
+
+def test_l2_auto_estimated_on_a_sample_of_buckets(files, tmp_path):
+    """With every bucket in the sample, the estimate is the local engine's; with a third
+    of them, an estimate from a random third of the entities, close to it."""
+    raw = _raw(files["train"], None)
+    raw["coordinates"][1]["l2"] = "auto"
+    raw["training"]["n_passes"] = 1
+    local = gdmix.fit(parse_config(raw))
+    streamed = gdmix.fit(parse_config(_streaming(raw, tmp_path, n_buckets=2)))
+    estimate, reference = streamed["per_entity"].params, local["per_entity"].params
+    for key in ("l2", "intercept_l2"):
+        assert estimate[key] == pytest.approx(reference[key], rel=2e-3)
+    prior = streamed.history[-1]["prior"]
+    assert prior["sample"]["buckets"] == prior["sample"]["of"] == 2
+    np.testing.assert_allclose(streamed.score(files["validation"])["total"],
+                               local.score(files["validation"])["total"], atol=1e-3)  # fmt: skip
+
+    third = gdmix.fit(parse_config(_streaming(raw, tmp_path, n_buckets=6)))
+    sample = third.history[-1]["prior"]["sample"]
+    assert sample["buckets"] == 2 and sample["of"] == 6
+    assert 50 < sample["entities"] < 200  # about a third of the 300 entities
+    for key in ("l2", "intercept_l2"):
+        assert third["per_entity"].params[key] == pytest.approx(reference[key], rel=0.5)
+    assert third.history[-1]["params"]["l2"] == third["per_entity"].params["l2"]

@@ -38,6 +38,7 @@ from gdmix.data.entity_keys import key_kind
 from gdmix.data.features import FeatureIndex
 from gdmix.data.roles import extract_roles
 from gdmix.effects.fixed_linear import FixedLinearEffect
+from gdmix.effects.prior_estimation import fit_with_estimated_prior
 from gdmix.effects.random_effect import RandomEffect
 from gdmix.effects.random_table import read_coefficients, write_coefficients
 from gdmix.engines.buckets import BucketFiles, BucketWriter, n_buckets_for
@@ -60,6 +61,8 @@ ROW = "__gdmix_row"
 #: the solver's gathered copies), as in :mod:`gdmix.engines.streaming`.
 _BYTES_PER_VALUE = 40
 DEFAULT_BUDGET_GB = 4.0
+#: Buckets whose rows estimate an ``l2: auto`` prior (in memory: about half the budget).
+PRIOR_SAMPLE_BUCKETS = 2
 
 
 def needs_streaming(config: GDMixConfig, train: Any) -> bool:
@@ -105,11 +108,6 @@ def _check_supported(config: GDMixConfig) -> None:
             raise ConfigError(
                 f"coordinate '{cc.name}': the streaming engine takes one l2 value, not a "
                 "search grid (choose l2 on a sample in memory)"
-            )
-        if "auto" in grid[0].values():
-            raise ConfigError(
-                f"coordinate '{cc.name}': 'l2: auto' is not supported by the streaming "
-                "engine yet; give it the estimate of an in-memory run on a sample"
             )
         if cc.locked or cc.init_model is not None:
             raise ConfigError(
@@ -184,6 +182,10 @@ class _StreamingJob:
         #: Per random effect and pass: the folder of its coefficient parts.
         self.parts: dict[tuple[str, int], Path] = {}
         self.penalties: dict[str, float] = {}
+        #: Per random effect and pass, the hyper-parameters used (estimated for l2: auto).
+        self.used_params: dict[tuple[str, int], dict[str, Any]] = {}
+        #: The last prior estimate of each l2: auto coordinate (the next pass's start).
+        self.estimates: dict[str, dict[str, Any]] = {}
         self.coverage: dict[str, float] = {}
         self.seconds: dict[str, float] = {"layout": 0.0, "solve": 0.0, "score": 0.0}
 
@@ -332,6 +334,10 @@ class _StreamingJob:
         assert t is not None
         cc = self.random[name]
         params = self.params[name]
+        prior = None
+        if "auto" in params.values():  # estimated on a sample of buckets, then fixed
+            params, prior = self._estimate_prior(name)
+        self.used_params[(name, pass_no)] = params
         parts = self.work / "coefficients" / name / f"pass-{pass_no}"
         parts.mkdir(parents=True)
         self.parts[(name, pass_no)] = parts
@@ -388,7 +394,45 @@ class _StreamingJob:
         self.coverage[name] = covered / max(t.n_rows, 1)
         n = max(totals["n_entities"], 1)
         iterations = totals.pop("iterations")
-        return {**totals, "mean_iter": iterations / n, "n_buckets": self.n_buckets[name]}
+        out = {**totals, "mean_iter": iterations / n, "n_buckets": self.n_buckets[name]}
+        if prior is not None:
+            out["prior"] = prior
+        return out
+
+    def _estimate_prior(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``l2: auto`` on the streaming engine: the prior variances estimated in memory on
+        the rows of the first :data:`PRIOR_SAMPLE_BUCKETS` buckets (entities land in buckets
+        by a hash of their id, so these are a random sample of the entities), by the local
+        engine's estimator at the current offsets; every bucket is then solved with the
+        estimate. The other random effects' curvature terms are left out of the sample's
+        approximation. Each pass estimates again, starting from the previous estimate."""
+        t = self.train
+        assert t is not None
+        cc = self.random[name]
+        buckets = t.buckets[name].non_empty()[:PRIOR_SAMPLE_BUCKETS]
+        where = f"training data, coordinate '{name}', prior sample"
+        frame = pd.concat([t.buckets[name].read(b) for b in buckets], ignore_index=True)
+        rows = frame[ROW].to_numpy()
+        roles = extract_roles(frame, self.config.data, where, need_label=True, need_uid=False)
+        coord = RandomEffect(cc)
+        coord.n_threads = self.config.training.n_threads
+        coord.build(frame, features=self.indexes[name], key_kind=self.key_kinds[name])
+        if name in self.estimates:
+            coord.estimated_params = dict(self.estimates[name])
+        design = coord.design(frame, where, training=True)
+        assert roles.y is not None
+        offset = roles.offset + t.others_at(name, rows)
+        diag = fit_with_estimated_prior(coord, design, roles.y, roles.weight, offset,
+                                        self.params[name])  # fmt: skip
+        estimate = dict(coord.params)
+        self.estimates[name] = estimate
+        prior = dict(diag.get("prior") or {})
+        prior["sample"] = {"buckets": len(buckets), "of": len(t.buckets[name].non_empty()),
+                           "entities": int(coord.trainable.sum()), "rows": len(frame)}  # fmt: skip
+        logger.info("  %s: prior estimated on %d of %d buckets (%d entities): %s", name,
+                    len(buckets), prior["sample"]["of"], prior["sample"]["entities"],
+                    estimate)  # fmt: skip
+        return estimate, prior
 
     def _tables(self) -> list[_Table]:
         assert self.train is not None
@@ -451,7 +495,8 @@ class _StreamingJob:
                     diag = self._fit_random(cc.name, pass_no)
                 seconds = time.perf_counter() - start
                 self.seconds["solve"] += seconds
-                record = new_record(pass_no, _Named(cc.name, _kind(cc)), self.params[cc.name])
+                used = self.used_params.get((cc.name, pass_no), self.params[cc.name])
+                record = new_record(pass_no, _Named(cc.name, _kind(cc)), used)
                 m = self._validation_metrics()
                 if m is not None:
                     record.update({f"validation_{k}": v for k, v in m.items()})
@@ -498,7 +543,8 @@ class _StreamingJob:
             folder.mkdir(parents=True)
             (folder / "features.json").write_text(_json(self.indexes[cc.name].to_dict()))
             shutil.move(str(self.parts[(cc.name, best_pass)]), folder / "coefficients.parquet")
-            coord = RandomEffect.load(folder, cc, self.params[cc.name])
+            used = self.used_params.get((cc.name, best_pass), self.params[cc.name])
+            coord = RandomEffect.load(folder, cc, used)
             coord.train_coverage = self.coverage.get(cc.name)
             coords.append(coord)
         if val is not None:
