@@ -48,11 +48,13 @@ __all__ = [
     "MODEL_FILES",
     "check_model_target",
     "coordinate_folder",
+    "holds_ours",
     "is_model_directory",
     "jsonable",
     "locate_model",
     "model_extras",
     "read_manifest",
+    "write_folder_atomically",
     "write_manifest_file",
     "write_model_directory",
 ]
@@ -331,11 +333,12 @@ def check_model_target(path: str | os.PathLike[str], *, overwrite: bool = False)
 # -- writing ---------------------------------------------------------------------------
 
 
-def _clean_debris(target: Path) -> None:
-    """Remove leftovers of killed saves of ``target`` (holding its lock). When a save
-    died between its two renames (no model at ``target``), the old model is put back."""
+def _clean_debris(target: Path, ours: Callable[[Path], bool]) -> None:
+    """Remove leftovers of killed writes of ``target`` (holding its lock). When a write
+    died between its two renames (nothing at ``target``), the old folder is put back if
+    ``ours`` recognises it."""
     for kind, entry in debris(target):
-        if kind == "old" and not target.exists() and is_model_directory(entry):
+        if kind == "old" and not target.exists() and ours(entry):
             os.replace(entry, target)
             continue
         shutil.rmtree(entry, ignore_errors=True)
@@ -404,13 +407,47 @@ def write_model_directory(
         When the target is unusable, locked for longer than ``lock_timeout``, or writing
         fails (the message carries the system's reason, e.g. "No space left on device").
     """
+    return write_folder_atomically(
+        path,
+        write,
+        check=lambda p: check_model_target(p, overwrite=overwrite),
+        ours=is_model_directory,
+        action="save the model to",
+        lock_timeout=lock_timeout,
+    )
+
+
+def write_folder_atomically(
+    path: str | os.PathLike[str],
+    write: Callable[[Path], None],
+    *,
+    check: Callable[[Path], object],
+    ours: Callable[[Path], bool],
+    action: str,
+    lock_timeout: float = 600.0,
+) -> Path:
+    """The save path of every folder gdmix writes (model directories, Photon exports).
+
+    ``check(path)`` refuses an unusable target (before any work, and again under the
+    path's lock); ``write(tmp)`` fills a hidden sibling folder, which is flushed to disk
+    and swapped into place in one exchange (two renames where the file system cannot
+    exchange, the old folder put back if the second fails). Leftovers of killed writes
+    are removed first; an old folder ``ours`` recognises is put back when a write died
+    between its renames.
+
+    Raises
+    ------
+    OutputError
+        When ``check`` refuses, the lock is held longer than ``lock_timeout``, or writing
+        fails ("cannot ``action`` ``path``: reason").
+    """
     path = Path(path)
-    check_model_target(path, overwrite=overwrite)
+    check(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with PathLock(path, timeout=lock_timeout):
-            _clean_debris(path)
-            check_model_target(path, overwrite=overwrite)  # again, now that it is ours
+            _clean_debris(path, ours)
+            check(path)  # again, now that it is ours
             tmp = sibling(path, "tmp")
             tmp.mkdir()
             try:
@@ -426,5 +463,5 @@ def write_model_directory(
     except OSError as err:
         reason = err.strerror or str(err)
         where = f" ({err.filename})" if err.filename else ""
-        raise OutputError(f"cannot save the model to {path}: {reason}{where}") from None
+        raise OutputError(f"cannot {action} {path}: {reason}{where}") from None
     return path

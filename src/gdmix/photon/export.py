@@ -38,7 +38,8 @@ NOTES_FORMAT = "gdmix-photon-export"
 _LINEAR = ("fixed", "random")
 
 
-def _fastavro() -> Any:
+def fastavro_module() -> Any:
+    """The ``fastavro`` module, or a :class:`ConfigError` saying how to install it."""
     try:
         import fastavro
     except ImportError:
@@ -207,7 +208,7 @@ def export_model(
     from gdmix.photon.folder import check_export_target
 
     check_export_target(folder, overwrite=overwrite)
-    fastavro = _fastavro()
+    fastavro = fastavro_module()
     if isinstance(model, str | os.PathLike):
         model = _load(model, coordinates)
     names = [c.name for c in model.coordinates]

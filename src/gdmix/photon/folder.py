@@ -24,13 +24,11 @@ wrote before is replaced only with ``overwrite``; any other folder is never repl
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from gdmix.errors import OutputError
-from gdmix.fsutil import PathLock, debris, rename_exchange, sibling
-from gdmix.model_dir import check_writable_parent, holds_ours
+from gdmix.model_dir import check_writable_parent, holds_ours, write_folder_atomically
 
 __all__ = [
     "COEFFICIENTS",
@@ -77,57 +75,22 @@ def check_export_target(path: str | os.PathLike[str], *, overwrite: bool = False
     return path
 
 
-def _swap(tmp: Path, target: Path) -> None:
-    if target.exists() and not any(target.iterdir()):
-        target.rmdir()
-    if not target.exists():
-        os.replace(tmp, target)
-        return
-    if rename_exchange(tmp, target):
-        shutil.rmtree(tmp, ignore_errors=True)  # now the previous export
-        return
-    old = sibling(target, "old")
-    os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def write_export_folder(
     path: str | os.PathLike[str], write: Callable[[Path], None], *, overwrite: bool = False
 ) -> Path:
     """Create or replace an export folder atomically: ``write(tmp)`` fills a hidden
-    folder next to ``path``, which then takes its place.
+    folder next to ``path``, which then takes its place (the save path of model
+    directories, :func:`gdmix.model_dir.write_folder_atomically`).
 
     Raises
     ------
     OutputError
         When the target is unusable (see :func:`check_export_target`) or writing fails.
     """
-    path = Path(path)
-    check_export_target(path, overwrite=overwrite)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with PathLock(path):
-            for kind, entry in debris(path):  # leftovers of killed exports
-                if kind == "old" and not path.exists():
-                    os.replace(entry, path)
-                else:
-                    shutil.rmtree(entry, ignore_errors=True)
-            check_export_target(path, overwrite=overwrite)
-            tmp = sibling(path, "tmp")
-            tmp.mkdir()
-            try:
-                write(tmp)
-                _swap(tmp, path)
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
-    except OSError as err:
-        reason = err.strerror or str(err)
-        where = f" ({err.filename})" if err.filename else ""
-        raise OutputError(f"cannot write the export {path}: {reason}{where}") from None
-    return path
+    return write_folder_atomically(
+        path,
+        write,
+        check=lambda p: check_export_target(p, overwrite=overwrite),
+        ours=_is_export,
+        action="write the export",
+    )

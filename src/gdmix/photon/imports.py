@@ -36,7 +36,7 @@ from gdmix.data.entity_keys import int_like
 from gdmix.data.features import FeatureIndex
 from gdmix.effects.random_table import DENSE_MAX_FEATURES, RandomEffectArrays, write_coefficients
 from gdmix.errors import ConfigError, DataError, ModelDirectoryError
-from gdmix.photon.export import NOTES_FORMAT
+from gdmix.photon.export import NOTES_FORMAT, fastavro_module
 from gdmix.photon.folder import COEFFICIENTS, FIXED_EFFECT, ID_INFO, NOTES, RANDOM_EFFECT
 from gdmix.photon.names import INTERCEPT_KEY, index_from_keys, key_columns
 
@@ -47,16 +47,6 @@ DEFAULT_BAG = "features"
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(CoordinateConfig)
 
 
-def _fastavro() -> Any:
-    try:
-        import fastavro
-    except ImportError:
-        raise ConfigError(
-            "Photon models need the 'fastavro' package: install gdmix[avro]"
-        ) from None
-    return fastavro
-
-
 def read_linear_models(source: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The ``BayesianLinearModelAvro`` records of an Avro file or folder.
 
@@ -65,7 +55,7 @@ def read_linear_models(source: str | os.PathLike[str]) -> list[dict[str, Any]]:
     DataError
         When there is no Avro file, or a file is not Avro or lacks ``modelId``/``means``.
     """
-    fastavro = _fastavro()
+    fastavro = fastavro_module()
     files = avro_files(source)
     if not files:
         raise DataError(f"{source}: no Avro file found")
