@@ -40,7 +40,7 @@ from gdmix.effects.base import Coordinate
 from gdmix.effects.fixed_linear import FixedLinearEffect
 from gdmix.effects.random_effect import RandomEffect
 from gdmix.errors import ConfigError, DataError, ModelDirectoryError
-from gdmix.losses import inverse_link, sigmoid
+from gdmix.losses import inverse_link
 from gdmix.model_dir import (
     FORMAT_VERSION,
     coordinate_folder,
@@ -327,8 +327,7 @@ class GDMixModel:
             raise ValueError(
                 f"a {self.task} model predicts means, not probabilities: use model.predict"
             )
-        scores = self.score(data, features=features, feature_names=feature_names)
-        return sigmoid(scores["total"].to_numpy())
+        return self.predict(data, features=features, feature_names=feature_names)
 
     def predict(
         self,

@@ -27,6 +27,7 @@ import scipy.sparse as sp
 from gdmix.data.features import FeatureIndex
 from gdmix.serving.schema import Request
 from gdmix.serving.tables import RandomTable, canonical_id, level_string
+from gdmix.solvers.rows import coef_at
 
 __all__ = ["GBDTScorer", "LinearScorer", "RandomScorer", "ShardEncoder", "TorchScorer"]
 
@@ -65,20 +66,6 @@ def _random_dense_kernel(num, cat, bptr, bcol, bval, rows, coef, icpt, out):  # 
 
 
 @numba.njit(cache=True)
-def _coef_at(cptr, cfeat, cval, e, j):  # type: ignore[no-untyped-def]
-    lo, hi = cptr[e], cptr[e + 1]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if cfeat[mid] < j:
-            lo = mid + 1
-        else:
-            hi = mid
-    if lo < cptr[e + 1] and cfeat[lo] == j:
-        return cval[lo]
-    return 0.0
-
-
-@numba.njit(cache=True)
 def _random_sparse_kernel(num, cat, bptr, bcol, bval, rows, cptr, cfeat, cval, icpt, out):  # type: ignore[no-untyped-def]
     for i in range(num.shape[0]):
         e = rows[i]
@@ -88,13 +75,13 @@ def _random_sparse_kernel(num, cat, bptr, bcol, bval, rows, cptr, cfeat, cval, i
             for j in range(num.shape[1]):
                 v = num[i, j]
                 if v != 0.0:
-                    acc += v * _coef_at(cptr, cfeat, cval, e, j)
+                    acc += v * coef_at(cptr, cfeat, cval, e, j)
             for c in range(cat.shape[1]):
                 col = cat[i, c]
                 if col >= 0:
-                    acc += _coef_at(cptr, cfeat, cval, e, col)
+                    acc += coef_at(cptr, cfeat, cval, e, col)
             for q in range(bptr[i], bptr[i + 1]):
-                acc += bval[q] * _coef_at(cptr, cfeat, cval, e, bcol[q])
+                acc += bval[q] * coef_at(cptr, cfeat, cval, e, bcol[q])
         out[i] = acc
 
 

@@ -34,7 +34,7 @@ from numba import prange
 from gdmix.data.layout import empty_touched
 from gdmix.losses import TASK_CODES, task_code
 from gdmix.solvers.lockstep import LANES, solve_groups_par, solve_groups_ser
-from gdmix.solvers.rows import entry_column, entry_value, row_span, skip_entry
+from gdmix.solvers.rows import coef_at, entry_column, entry_value, row_span, skip_entry
 from gdmix.solvers.subspace import solve_blocks_par, solve_blocks_ser
 
 __all__ = ["EntityPrior", "NewtonStats", "design_arrays", "score_entities", "solve_entities"]
@@ -359,16 +359,7 @@ def _score_rows_sparse_py(indptr, indices, data, codes, cptr, cfeat, cval, icpt,
                 v = entry_value(data, i, k)
                 if skip_entry(data, v):
                     continue
-                j = entry_column(data, indices, k)
-                lo, hi = cptr[e], cptr[e + 1]
-                while lo < hi:  # binary search of feature j among the entity's sorted features
-                    mid = (lo + hi) // 2
-                    if cfeat[mid] < j:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                if lo < cptr[e + 1] and cfeat[lo] == j:
-                    acc += v * cval[lo]
+                acc += v * coef_at(cptr, cfeat, cval, e, entry_column(data, indices, k))
         if scatter:
             out[rows[i]] = acc
         else:

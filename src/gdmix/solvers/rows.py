@@ -21,9 +21,26 @@ from __future__ import annotations
 
 from typing import Any
 
+import numba
 from numba.extending import overload
 
-__all__ = ["entry_column", "entry_value", "row_span", "skip_entry"]
+__all__ = ["coef_at", "entry_column", "entry_value", "row_span", "skip_entry"]
+
+
+@numba.njit(cache=True, inline="always")
+def coef_at(cptr, cfeat, cval, e, j):  # type: ignore[no-untyped-def]
+    """Coefficient of feature ``j`` of entity ``e`` in sparse (CSR) coefficient rows whose
+    feature ids are sorted within each row: a binary search, 0 when not stored."""
+    lo, hi = cptr[e], cptr[e + 1]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if cfeat[mid] < j:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < cptr[e + 1] and cfeat[lo] == j:
+        return cval[lo]
+    return 0.0
 
 
 def row_span(data: Any, indptr: Any, row: int) -> tuple[int, int]:
