@@ -159,22 +159,14 @@ def task_evaluate(
         ``auc``, ``log_loss``, ``aupr``, ``rmse`` (logistic); ``rmse`` (linear);
         ``poisson_deviance``, ``rmse`` (Poisson); and ``n_rows``.
     """
+    if task not in METRICS:
+        raise ValueError(f"task must be one of {tuple(METRICS)}. Got {task!r} instead")
     z = np.asarray(margin, dtype=np.float64)
+    out = TaskEvaluator(y_true, sample_weight, task, names=METRICS[task]).evaluate(z)
     if task == "logistic":
-        ev = BinaryEvaluator(y_true, sample_weight)
-        out = {"auc": ev.auc(z), "log_loss": ev.log_loss(z),
-               "aupr": average_precision(y_true, z, sample_weight),
-               "rmse": rmse(y_true, inverse_link(task, z), sample_weight)}  # fmt: skip
         for name, ids in (groups or {}).items():
             out[f"auc@{name}"] = grouped_auc(y_true, z, ids, sample_weight)
             out[f"precision@{k}@{name}"] = precision_at_k(y_true, z, ids, k)
-    elif task == "linear":
-        out = {"rmse": rmse(y_true, z, sample_weight)}
-    elif task == "poisson":
-        out = {"poisson_deviance": poisson_deviance(y_true, z, sample_weight),
-               "rmse": rmse(y_true, inverse_link(task, z), sample_weight)}  # fmt: skip
-    else:
-        raise ValueError(f"task must be one of {tuple(METRICS)}. Got {task!r} instead")
     out["n_rows"] = float(len(z))
     return out
 
@@ -197,6 +189,8 @@ class TaskEvaluator:
         The model's task.
     metric : str, optional
         A metric to compute besides the task's usual ones (``aupr``, ``rmse``...).
+    names : tuple of str, optional
+        The metrics to compute instead (every one of them, in this order).
     """
 
     def __init__(
@@ -205,9 +199,13 @@ class TaskEvaluator:
         sample_weight: ArrayLike | None = None,
         task: str = "logistic",
         metric: str | None = None,
+        *,
+        names: tuple[str, ...] | None = None,
     ) -> None:
         self.task = task
-        self.names = tuple(dict.fromkeys([*task_metric_names(task), *([metric] if metric else [])]))
+        if names is None:
+            names = (*task_metric_names(task), *([metric] if metric else []))
+        self.names = tuple(dict.fromkeys(names))
         self.y = np.asarray(y_true, dtype=np.float64)
         self.w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         self._binary = BinaryEvaluator(self.y, self.w) if task == "logistic" else None
@@ -230,11 +228,6 @@ class TaskEvaluator:
             else:
                 raise ValueError(f"metric {name!r} is not a metric of task {self.task!r}")
         return out
-
-    def goodness(self, metrics: dict[str, float], metric: str) -> float:
-        """``metric`` of ``metrics`` as a number to maximise."""
-        value = metrics[metric]
-        return value if higher_is_better(metric) else -value
 
 
 def loss_sum(task: str, y: np.ndarray, margin: np.ndarray, weight: np.ndarray) -> float:

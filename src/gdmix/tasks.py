@@ -15,6 +15,7 @@ __all__ = [
     "TASKS",
     "Task",
     "default_metric",
+    "goodness",
     "higher_is_better",
     "task_metric_names",
 ]
@@ -40,6 +41,12 @@ def default_metric(task: str) -> str:
 def higher_is_better(metric: str) -> bool:
     """Whether a larger value of ``metric`` is a better model."""
     return metric in _HIGHER_IS_BETTER
+
+
+def goodness(metrics: dict[str, float], metric: str) -> float:
+    """``metrics[metric]`` as a number to maximise (negated for losses and errors)."""
+    value = metrics[metric]
+    return value if higher_is_better(metric) else -value
 
 
 def task_metric_names(task: str) -> tuple[str, ...]:

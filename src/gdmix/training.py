@@ -34,7 +34,7 @@ from gdmix.history import finish_record, new_record
 from gdmix.model import GDMixModel, load_saved_coordinate, make_coordinate
 from gdmix.solvers.jit_cache import announce_compilation
 from gdmix.task_metrics import TaskEvaluator, loss_sum
-from gdmix.tasks import higher_is_better
+from gdmix.tasks import goodness as metric_goodness
 
 __all__ = ["Callback", "fit", "log_callback"]
 
@@ -115,12 +115,6 @@ class _Table:
         if setting == "auto":
             return len(self.roles.offset) <= self.AUTO_METRICS_MAX_ROWS
         return setting == "always"
-
-
-def _goodness(metrics: dict[str, float], metric: str) -> float:
-    """Larger is better."""
-    value = metrics[metric]
-    return value if higher_is_better(metric) else -value
 
 
 def log_callback(record: dict[str, Any]) -> None:
@@ -294,7 +288,7 @@ class _Trainer:
                 prefix = "train" if t is self.train else "validation"
                 record.update({f"{prefix}_{k}": v for k, v in m.items()})
                 if t is selection:
-                    goodness = _goodness(m, metric)
+                    goodness = metric_goodness(m, metric)
             record.update(seconds=seconds, **diag)
             _check_convergence(coord, record, new_scores[self.train.name])
             finish_record(record)
@@ -335,7 +329,7 @@ class _Trainer:
                 if coord.name not in self.locked:
                     self._scheduled(coord, pass_no)
                     self._update(coord, pass_no, grid_of(coord))
-            goodness = _goodness(self._selection_metrics(), tc.metric)
+            goodness = metric_goodness(self._selection_metrics(), tc.metric)
             if self.validation is None:
                 best_goodness = goodness
                 previous, objective = objective, self._objective()

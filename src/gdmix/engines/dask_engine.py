@@ -51,7 +51,7 @@ from gdmix.losses import task_code, task_loss
 from gdmix.model import GDMixModel, load_saved_coordinate, make_coordinate
 from gdmix.solvers import fixed_kernels as fk
 from gdmix.task_metrics import TaskEvaluator
-from gdmix.tasks import higher_is_better
+from gdmix.tasks import goodness as metric_goodness
 
 __all__ = ["connect", "fit_dask"]
 
@@ -603,8 +603,8 @@ class _DaskTrainer:
                     cb(record)
             if self.validation is None:
                 continue
-            last = self.history[-1][f"validation_{tc.metric}"]
-            goodness = last if higher_is_better(tc.metric) else -last
+            last = self.history[-1]
+            goodness = metric_goodness({tc.metric: last[f"validation_{tc.metric}"]}, tc.metric)
             if goodness > best + tc.min_delta:
                 best, self.best_pass = goodness, pass_no
                 best_state = (

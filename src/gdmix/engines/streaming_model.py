@@ -49,7 +49,7 @@ from gdmix.history import finish_record, new_record
 from gdmix.model import GDMixModel
 from gdmix.solvers.jit_cache import announce_compilation
 from gdmix.task_metrics import TaskEvaluator, loss_sum
-from gdmix.tasks import higher_is_better
+from gdmix.tasks import goodness as metric_goodness
 
 __all__ = ["fit_streaming", "needs_streaming"]
 
@@ -384,7 +384,7 @@ class _StreamingJob:
             totals["max_iter"] = max(totals["max_iter"], diag.get("max_iter", 0))
             penalty += coord.penalty()
             covered += (coord.train_coverage or 0.0) * len(rows)
-            if val is not None and b in val.buckets[name].non_empty():
+            if val is not None and val.buckets[name].rows[b] > 0:
                 vframe = val.buckets[name].read(b)
                 vdesign = coord.design(vframe, f"validation data, coordinate '{name}'")
                 assert new_val is not None
@@ -497,6 +497,7 @@ class _StreamingJob:
                 self.seconds["solve"] += seconds
                 used = self.used_params.get((cc.name, pass_no), self.params[cc.name])
                 record = new_record(pass_no, _Named(cc.name, _kind(cc)), used)
+                # after the pass's last update, m is the end-of-pass metrics used below
                 m = self._validation_metrics()
                 if m is not None:
                     record.update({f"validation_{k}": v for k, v in m.items()})
@@ -505,7 +506,6 @@ class _StreamingJob:
                 self.history.append(record)
                 for cb in self.callbacks:
                     cb(record)
-            m = self._validation_metrics()
             if m is None:
                 loss, _ = self._train_pass()
                 previous, objective = objective, loss + sum(self.penalties.values())
@@ -516,7 +516,7 @@ class _StreamingJob:
                     stopped = {"reason": "tol", "pass": pass_no, "objective_change": change}
                     break
                 continue
-            goodness = m[metric] if higher_is_better(metric) else -m[metric]
+            goodness = metric_goodness(m, metric)
             if goodness > best_goodness + tc.min_delta:
                 best_goodness, best_pass = goodness, pass_no
                 best_fixed = {n: (fe.coef.copy(), fe.intercept) for n, fe in self.fixed.items()}
