@@ -1,7 +1,5 @@
 """Run the command line with ``python -m gdmix``."""
 
-import sys
+from gdmix.cli import entry
 
-from gdmix.cli import main
-
-sys.exit(main())
+entry()

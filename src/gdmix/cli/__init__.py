@@ -94,6 +94,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.handlers, logger.propagate, logger.level = saved
 
 
+def entry() -> None:
+    """The ``gdmix`` command: :func:`main` with the process settings of a command (see
+    :mod:`gdmix.hugepages`), exiting with its status."""
+    from gdmix.hugepages import avoid_compaction_stalls
+
+    avoid_compaction_stalls()
+    sys.exit(main())
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
@@ -115,4 +124,4 @@ def _one_line(err: BaseException) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from gdmix.data.parquet_frame import arrow_to_pandas, read_parquet_frame
 from gdmix.errors import DataError, OutputError
 from gdmix.fsutil import sibling
 
@@ -57,34 +58,6 @@ def check_table_type(source: object, what: str = "data") -> None:
             "with the label (and entity) columns in the table"
         )
     raise TypeError(f"{what} must be {_TABLE_TYPES}. Got {type(source).__name__} instead{hint}")
-
-
-def _arrow_dtypes(table: pa.Table) -> dict[pa.DataType, pd.ArrowDtype]:
-    """Arrow types of the columns that pandas metadata says were ``pd.ArrowDtype``."""
-    meta = table.schema.pandas_metadata or {}
-    wanted: dict[pa.DataType, pd.ArrowDtype] = {}
-    for col in meta.get("columns", []):
-        name = col.get("field_name", col.get("name"))
-        numpy_type = str(col.get("numpy_type", ""))
-        if numpy_type.endswith("[pyarrow]") and name in table.column_names:
-            t = table.schema.field(name).type
-            wanted[t] = pd.ArrowDtype(t)
-    return wanted
-
-
-def arrow_to_pandas(table: pa.Table, *, self_destruct: bool = False) -> pd.DataFrame:
-    """An Arrow table as a DataFrame, as pandas would have it from the same file.
-
-    Columns that pandas wrote with an Arrow dtype (``pd.ArrowDtype``: lists, structs,
-    dictionaries...) come back with it; pandas cannot rebuild those dtypes from the names
-    in the file's metadata, so they are mapped from the Arrow types.
-    """
-    mapping = _arrow_dtypes(table)
-    mapper = mapping.get if mapping else None
-    try:
-        return table.to_pandas(types_mapper=mapper, self_destruct=self_destruct)
-    except (TypeError, NotImplementedError):  # metadata naming a dtype pandas cannot build
-        return table.to_pandas(ignore_metadata=True, types_mapper=mapper)
 
 
 def read_table(
@@ -152,6 +125,9 @@ def read_table(
                 if missing:
                     raise DataError(f"{path}: missing column(s) {missing}")
                 wanted = [c for c in wanted if c in available]
+            frame = read_parquet_frame(path, wanted)  # numeric columns copied once
+            if frame is not None:
+                return frame
             # Arrow's buffers are released column by column as pandas takes them over:
             # the peak is about one copy of the table, not two.
             table = pq.read_table(path, columns=wanted)

@@ -1,0 +1,116 @@
+"""Parquet read batch by batch into one copy of the numeric data (gdmix.data.parquet_frame)
+gives the frame pyarrow's own ``read_table(...).to_pandas()`` gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from gdmix.data import parquet_frame
+from gdmix.data.io import read_table
+from gdmix.data.parquet_frame import read_parquet_frame
+from gdmix.hugepages import _compacts_on_advice, avoid_compaction_stalls
+
+
+def _frame(n: int = 12, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "x": rng.normal(size=n), "k": np.arange(n), "s": [f"e{i % 4}" for i in range(n)],
+        "flag": np.arange(n) % 2 == 0, "i8": np.arange(n, dtype=np.int8),
+        "f32": rng.normal(size=n).astype(np.float32), "y": rng.normal(size=n),
+    })  # fmt: skip
+
+
+def _files(tmp_path: Path) -> dict[str, Path]:
+    df = _frame()
+    out: dict[str, Path] = {}
+
+    def put(name: str, frame: pd.DataFrame) -> None:
+        out[name] = tmp_path / f"{name}.parquet"
+        frame.to_parquet(out[name])
+
+    put("plain", df)
+    put("stored_range", df.iloc[3:])  # a RangeIndex starting at 3
+    put("stored_index", df[df.x > 0])  # an index stored as a column
+    put("nullable_int", df.astype({"k": "Int64"}))
+    put("float_nulls", df.assign(x=df.x.where(df.x > 0)))
+    out["int_nulls"] = tmp_path / "int_nulls.parquet"
+    pq.write_table(pa.table({"k": pa.array([1, None, 3]), "x": [1.0, 2.0, 3.0]}), out["int_nulls"])
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i in range(3):
+        df.iloc[4 * i : 4 * (i + 1)].to_parquet(folder / f"part-{i}.parquet")
+    (folder / "_SUCCESS").write_text("")
+    out["folder"] = folder
+    pq.write_to_dataset(pa.Table.from_pandas(df.assign(p=df.k % 3)), tmp_path / "hive",
+                        partition_cols=["p"])  # fmt: skip
+    out["hive"] = tmp_path / "hive"
+    out["arrow_types"] = tmp_path / "arrow_types.parquet"
+    pq.write_table(
+        pa.table({
+            "x": np.arange(5.0), "cat": pa.array(list("aabba")).dictionary_encode(),
+            "lst": pa.array([[1], [2], [], [3, 4], None]),
+        }),
+        out["arrow_types"],
+    )  # fmt: skip
+    return out
+
+
+FAST = ["plain", "stored_range", "nullable_int", "float_nulls", "folder", "hive", "arrow_types"]
+
+
+@pytest.mark.parametrize("case", FAST)
+@pytest.mark.parametrize("columns", [None, ["x"], ["y", "x", "s"]])
+def test_the_frame_equals_pyarrows(tmp_path, case, columns):
+    path = _files(tmp_path)[case]
+    if case == "arrow_types" and columns is not None:  # its only numeric column
+        columns = ["x"]
+    expected = pq.read_table(path, columns=columns).to_pandas()
+    got = read_parquet_frame(path, columns)
+    assert got is not None
+    pd.testing.assert_frame_equal(got, expected)
+    pd.testing.assert_frame_equal(read_table(path, columns), expected)
+
+
+@pytest.mark.parametrize("case", ["stored_index", "int_nulls"])
+def test_what_it_cannot_promise_is_read_the_usual_way(tmp_path, case):
+    path = _files(tmp_path)[case]
+    assert read_parquet_frame(path, None) is None
+    pd.testing.assert_frame_equal(read_table(path), pq.read_table(path).to_pandas())
+
+
+def test_numeric_columns_are_one_block_so_a_design_is_a_view(tmp_path, monkeypatch):
+    monkeypatch.setattr(parquet_frame, "BATCH_ROWS", 5)  # several batches per file
+    path = _files(tmp_path)["folder"]
+    frame = read_table(path)
+    expected = pq.read_table(path).to_pandas()
+    pd.testing.assert_frame_equal(frame, expected)
+    block = frame[["x", "y"]].to_numpy()
+    assert np.shares_memory(block, frame["x"].to_numpy())
+    np.testing.assert_array_equal(block, expected[["x", "y"]].to_numpy())
+
+
+def test_huge_page_advice_is_dropped_only_where_the_kernel_compacts_for_it(tmp_path, monkeypatch):
+    assert _compacts_on_advice("always defer defer+madvise [madvise] never\n")
+    assert _compacts_on_advice("always defer [defer+madvise] madvise never")
+    assert not _compacts_on_advice("always [defer] defer+madvise madvise never")
+    assert not _compacts_on_advice("[always] defer defer+madvise madvise never")
+    calls: list[bool] = []
+    core = getattr(np, "_core", None) or np.core
+    monkeypatch.setattr(core.multiarray, "_set_madvise_hugepage", calls.append, raising=False)
+    setting = tmp_path / "defrag"
+    setting.write_text("always [defer] defer+madvise madvise never\n")
+    assert avoid_compaction_stalls(setting) is False
+    assert avoid_compaction_stalls(tmp_path / "missing") is False
+    setting.write_text("always defer defer+madvise [madvise] never\n")
+    monkeypatch.setenv("GDMIX_NUMPY_HUGEPAGES", "1")
+    assert avoid_compaction_stalls(setting) is False
+    assert calls == []
+    monkeypatch.delenv("GDMIX_NUMPY_HUGEPAGES")
+    assert avoid_compaction_stalls(setting) is True
+    assert calls == [False]
