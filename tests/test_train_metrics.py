@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import log_loss, roc_auc_score
 
 import gdmix
 from gdmix import training
@@ -42,10 +42,17 @@ def test_never_skips_them_and_validation_metrics_stay(toy_job, validation):
         # Every record has the keys (gdmix.history); metrics not computed are None.
         assert record["train_auc"] is None and record["train_log_loss"] is None
         assert (record["validation_auc"] is not None) == validation
-    assert "auc" in model.metrics["train"]  # the final metrics are still computed once
     ref = _fit(toy_job, "always", validation=validation)
     for a, b in zip(model.history, ref.history, strict=True):
         assert a.get("validation_auc") == b.get("validation_auc")
+    # The model's training metrics: the sorted ones (AUC) only when asked for, the log
+    # loss always (the objective's loss, already summed).
+    y = toy_job.train["label"].to_numpy()
+    p = model.predict_proba(toy_job.train)
+    assert model.metrics["train"]["auc"] is None
+    assert model.metrics["train"]["log_loss"] == pytest.approx(log_loss(y, p), rel=1e-10)
+    assert ref.metrics["train"]["auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert ref.metrics["train"]["log_loss"] == pytest.approx(log_loss(y, p), rel=1e-10)
 
 
 def test_auto_depends_on_the_training_rows(toy_job, monkeypatch):

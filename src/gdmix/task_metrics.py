@@ -32,6 +32,7 @@ from gdmix.tasks import METRICS, default_metric, higher_is_better, task_metric_n
 
 __all__ = [
     "METRICS",
+    "SORTED_METRICS",
     "TaskEvaluator",
     "average_precision",
     "default_metric",
@@ -171,6 +172,11 @@ def task_evaluate(
     return out
 
 
+#: Metrics that sort the rows (a full sort of every row per evaluation); the others are
+#: one pass over them.
+SORTED_METRICS = frozenset({"auc", "aupr"})
+
+
 class TaskEvaluator:
     """The metrics of many margin vectors over one table's fixed labels and weights.
 
@@ -208,7 +214,8 @@ class TaskEvaluator:
         self.names = tuple(dict.fromkeys(names))
         self.y = np.asarray(y_true, dtype=np.float64)
         self.w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        self._binary = BinaryEvaluator(self.y, self.w) if task == "logistic" else None
+        binary = task == "logistic" and bool({"auc", "log_loss"} & set(self.names))
+        self._binary = BinaryEvaluator(self.y, self.w) if binary else None
 
     def evaluate(self, margin: ArrayLike) -> dict[str, float]:
         """The metrics of the margins ``margin`` (logits, means or log rates)."""

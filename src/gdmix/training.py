@@ -33,8 +33,9 @@ from gdmix.errors import ConfigError
 from gdmix.history import finish_record, new_record
 from gdmix.model import GDMixModel, load_saved_coordinate, make_coordinate
 from gdmix.solvers.jit_cache import announce_compilation
-from gdmix.task_metrics import TaskEvaluator, loss_sum
+from gdmix.task_metrics import SORTED_METRICS, TaskEvaluator, loss_sum
 from gdmix.tasks import goodness as metric_goodness
+from gdmix.tasks import task_metric_names
 
 __all__ = ["Callback", "fit", "log_callback"]
 
@@ -65,6 +66,7 @@ class _Table:
         default=None, repr=False
     )
     _total: tuple[list[tuple[str, np.ndarray]], np.ndarray] | None = field(default=None, repr=False)
+    _loss: tuple[list[tuple[str, np.ndarray]], float] | None = field(default=None, repr=False)
 
     #: ``training.train_metrics: auto`` evaluates the training table after every
     #: coordinate update when it has at most this many rows.
@@ -107,6 +109,34 @@ class _Table:
         values = self._evaluator.evaluate(t)
         if total is None:
             self._current = (list(self.scores.items()), dict(values))
+        return values
+
+    def loss_sum(self) -> float:
+        """The task's weighted loss of the current total score (kept until a score array
+        is replaced)."""
+        assert self.roles.y is not None
+        if self._loss is not None and self._unchanged(self._loss[0]):
+            return self._loss[1]
+        value = loss_sum(self.task, self.roles.y, self.total(), self.roles.weight)
+        self._loss = (list(self.scores.items()), value)
+        return value
+
+    def final_metrics(self, setting: str) -> dict[str, float | None]:
+        """The metrics recorded in the model: all of :meth:`metrics` when
+        ``training.train_metrics`` asks for this table's metrics after each update;
+        otherwise those that need no sort of the rows (log loss, RMSE, deviance), with
+        ``None`` for the sorted ones (AUC, AUPR)."""
+        if self.metrics_each_update(setting):
+            return self.metrics()
+        assert self.roles.y is not None
+        names = (*task_metric_names(self.task), *([self.metric] if self.metric else []))
+        values: dict[str, float | None] = dict.fromkeys(names)
+        rest = tuple(n for n in values if n not in SORTED_METRICS and n != "log_loss")
+        if rest:
+            evaluator = TaskEvaluator(self.roles.y, self.roles.weight, self.task, names=rest)
+            values.update(evaluator.evaluate(self.total()))
+        if "log_loss" in values:  # the objective's loss, already summed
+            values["log_loss"] = self.loss_sum() / max(float(self.roles.weight.sum()), 1e-300)
         return values
 
     def metrics_each_update(self, setting: str) -> bool:
@@ -329,9 +359,7 @@ class _Trainer:
                 if coord.name not in self.locked:
                     self._scheduled(coord, pass_no)
                     self._update(coord, pass_no, grid_of(coord))
-            goodness = metric_goodness(self._selection_metrics(), tc.metric)
-            if self.validation is None:
-                best_goodness = goodness
+            if self.validation is None:  # the last pass's model is kept: nothing to select
                 previous, objective = objective, self._objective()
                 change = abs(previous - objective) / max(abs(objective), 1e-300)
                 self.history[-1]["objective_change"] = change
@@ -342,7 +370,9 @@ class _Trainer:
                     )  # fmt: skip
                     self.stopped = {"reason": "tol", "pass": pass_no, "objective_change": change}
                     break
-            elif goodness > best_goodness + tc.min_delta:
+                continue
+            goodness = metric_goodness(self._selection_metrics(), tc.metric)
+            if goodness > best_goodness + tc.min_delta:
                 best_goodness, self.best_pass = goodness, pass_no
                 best_snapshot = self._snapshot()
             elif tc.early_stopping:
@@ -365,8 +395,7 @@ class _Trainer:
         """Training objective: the task's weighted loss of the total plus every penalty."""
         t = self.train
         assert t.roles.y is not None
-        loss = loss_sum(self.config.task, t.roles.y, t.total(), t.roles.weight)
-        return loss + sum(c.penalty() for c in self.coords)
+        return t.loss_sum() + sum(c.penalty() for c in self.coords)
 
     def _snapshot(self) -> list[Any]:
         states = {c.name: c.get_state() for c in self.coords if c.name not in self.locked}
@@ -405,7 +434,7 @@ class _Trainer:
             self.best_pass = best[2]
         for c in self.coords:  # a schedule's last step is not the coordinate's config
             c.config = self._base_configs.get(c.name, c.config)
-        metrics = {"train": self.train.metrics()}
+        metrics: dict[str, Any] = {"train": self.train.final_metrics(tc.train_metrics)}
         if self.validation is not None:
             metrics["validation"] = self.validation.metrics()
         metrics["params"] = {c.name: c.params for c in self.coords}
