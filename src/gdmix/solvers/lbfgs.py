@@ -49,7 +49,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
-import scipy.optimize
 import scipy.sparse as sp
 
 from gdmix.losses import task_code
@@ -572,6 +571,8 @@ def _lbfgs(
     def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
         f, g, _ = problem.fg(theta)
         return f, g
+
+    import scipy.optimize  # only this solver needs it (0.2 s to import)
 
     res = scipy.optimize.minimize(
         fun,
