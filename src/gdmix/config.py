@@ -378,7 +378,9 @@ class TrainingConfig(StrictModel):
     train_metrics : {"auto", "always", "never"}
         Training-set AUC and log loss after every coordinate update (each one sorts every
         training row). ``auto``: only on training tables of at most 1,000,000 rows.
-        Validation metrics are always computed, and the final training metrics once.
+        Validation metrics are always computed. The model's final training metrics
+        follow the same rule for the AUC (``None`` when skipped); their log loss is
+        always computed.
     n_threads : int or None
         Threads for the per-entity solvers; ``None`` uses every core.
     progress : bool
