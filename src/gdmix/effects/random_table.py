@@ -74,9 +74,16 @@ def coefficient_table(
         keep = coef != 0
         if arrays.variance is not None:
             keep |= arrays.variance != default_variance
-        rows, cols = np.nonzero(keep)
-        values = coef[rows, cols]
-        variances = arrays.variance[rows, cols] if arrays.variance is not None else None
+        if keep.all():  # every entry written (the usual dense table): no index gathers
+            n, d = coef.shape
+            rows = np.repeat(np.arange(n), d)
+            cols = np.tile(np.arange(d), n)
+            values = coef.ravel()
+            variances = None if arrays.variance is None else arrays.variance.ravel()
+        else:
+            rows, cols = np.nonzero(keep)
+            values = coef[rows, cols]
+            variances = arrays.variance[rows, cols] if arrays.variance is not None else None
     offsets = np.zeros(coef.shape[0] + 1, dtype=np.int32)
     np.cumsum(np.bincount(rows, minlength=coef.shape[0]), out=offsets[1:])
     columns = {
