@@ -17,6 +17,14 @@ __all__ = ["check_column_kinds", "column_kind", "column_kinds"]
 _NUMERIC_ALIKE = {"number", "bool"}
 
 
+def _all_null(series: pd.Series) -> bool:
+    """Whether a non-empty column holds nulls only (a glance at its head usually says
+    no, without a pass over every row)."""
+    if len(series) == 0 or series.iloc[:1024].notna().any():
+        return False
+    return bool(series.isna().all())
+
+
 def column_kind(series: pd.Series) -> str:
     """``number``, ``bool``, ``string``, ``nested`` (lists, structs) or ``mixed``.
 
@@ -24,7 +32,7 @@ def column_kind(series: pd.Series) -> str:
     reads as floats): it matches any kind.
     """
     dtype = series.dtype
-    if len(series) and not isinstance(dtype, pd.ArrowDtype) and series.isna().all():
+    if not isinstance(dtype, pd.ArrowDtype) and _all_null(series):
         return "mixed"
     if pd.api.types.is_bool_dtype(dtype):
         return "bool"
