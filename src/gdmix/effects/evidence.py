@@ -31,16 +31,19 @@ import numpy as np
 import scipy.sparse as sp
 
 from gdmix.solvers.laplace import LaplaceTerms, laplace_terms
+from gdmix.solvers.newton import design_arrays
 
 __all__ = [
     "VARIANCE_MAX",
     "VARIANCE_MIN",
+    "EntityRows",
     "EvidenceMaximum",
     "LaplaceSums",
     "PriorEstimate",
     "PriorSetup",
     "component_map",
     "design_rows",
+    "entity_rows",
     "entity_sums",
     "estimate_for",
     "make_estimate",
@@ -572,6 +575,65 @@ def design_rows(
     if design.weight_multiplier is not None:
         weight = weight * design.weight_multiplier
     return tuple(np.ascontiguousarray(v, dtype=np.float64) for v in (y, weight, offset))  # type: ignore[return-value]
+
+
+@dataclass
+class EntityRows:
+    """A training design's fitting rows in entity order, contiguous in memory (what the
+    compiled pass reads: every evaluation walks each entity's rows several times).
+
+    A dense block is kept in table order and read through ``perm``, which scatters an
+    entity's rows over the block (one cache line per value of a column-ordered block);
+    here its rows are gathered once, as CSR without the zeros the pass skips anyway, so
+    the pass reads the same values in the same order (the same results) from contiguous
+    memory.
+
+    Attributes
+    ----------
+    arrays : tuple
+        ``(indptr, indices, data)`` of the rows (:func:`gdmix.solvers.newton.design_arrays`).
+    perm, starts : ndarray of int64
+        Entity ``e`` owns rows ``perm[starts[e]:starts[e+1]]`` (``perm`` is ``0..n-1``
+        when the rows were gathered).
+    take : ndarray of int64 or None
+        The design row of every row here (None: the design's rows as they are).
+    n_design : int
+        Rows of the design.
+    """
+
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray]
+    perm: np.ndarray
+    starts: np.ndarray
+    take: np.ndarray | None
+    n_design: int
+
+    def gather(self, *values: np.ndarray | None) -> tuple[Any, ...]:
+        """Per-design-row ``values`` (labels, weights, offsets, ``rho``) in this order."""
+        if self.take is None:
+            return values
+        return tuple(None if v is None else np.ascontiguousarray(v[self.take]) for v in values)
+
+    def scatter(self, terms: np.ndarray) -> np.ndarray:
+        """Per-row ``terms`` of these rows back in design-row order (0 for rows left out)."""
+        if self.take is None:
+            return terms
+        out = np.zeros(self.n_design)
+        out[self.take] = terms
+        return out
+
+
+def entity_rows(design: Any) -> EntityRows:
+    """:class:`EntityRows` of a training design (its ``X``, ``perm`` and ``starts``)."""
+    X, perm = design.X, np.asarray(design.perm, dtype=np.int64)
+    starts = np.ascontiguousarray(design.starts, dtype=np.int64)
+    n = X.shape[0]
+    if sp.issparse(X) and len(perm) == n and np.array_equal(perm, np.arange(n)):
+        return EntityRows(design_arrays(X), perm, starts, None, n)
+    if sp.issparse(X):
+        rows = X.tocsr()[perm]
+    else:
+        rows = sp.csr_matrix(np.asarray(X)[perm])  # the non-zeros, as a dense row's pass reads them
+    return EntityRows(design_arrays(rows), np.arange(len(perm), dtype=np.int64), starts, perm, n)
 
 
 @dataclass

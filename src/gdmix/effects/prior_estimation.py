@@ -30,6 +30,7 @@ between-entity variance, or separable entities) is logged as a warning.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -40,11 +41,13 @@ import scipy.sparse as sp
 from gdmix.effects.evidence import (
     VARIANCE_MAX,
     VARIANCE_MIN,
+    EntityRows,
     EvidenceMaximum,
     LaplaceSums,
     PriorEstimate,
     PriorSetup,
     design_rows,
+    entity_rows,
     entity_sums,
     estimate_for,
     kept_prior,
@@ -56,7 +59,6 @@ from gdmix.effects.evidence import (
 )
 from gdmix.errors import ConfigError
 from gdmix.solvers.laplace import LaplaceTerms, laplace_terms
-from gdmix.solvers.newton import design_arrays
 
 __all__ = [
     "VARIANCE_MAX",
@@ -113,19 +115,19 @@ def estimate_prior(
             "search l2 on validation data for wide shards"
         )
     fit_b = bool(coord.config.intercept)
-    yy, ww, oo = design_rows(design, y, weight, offset)
-    arrays = design_arrays(design.X)
+    rows = _entity_rows(design)
     entities = np.flatnonzero(coord.trainable).astype(np.int64)
     rho, other_value = None, 0.0
     if others is not None:
         rho_table, other_value = others(coord.score(design))
         rho = rho_table if design.order is None else rho_table[design.order]
+    yy, ww, oo, rho = rows.gather(*design_rows(design, y, weight, offset), rho)
     last: list[LaplaceTerms] = []
     subset = entities[subset_mask(coord.entity_ids[entities])]
 
     def evaluate(prec: np.ndarray, on_subset: bool) -> LaplaceSums:
         sums, terms = entity_sums(
-            arrays, design.perm, design.starts, yy, ww, oo, subset if on_subset else entities,
+            rows.arrays, rows.perm, rows.starts, yy, ww, oo, subset if on_subset else entities,
             coord.coef, coord.intercept, setup.comp, prec, fit_intercept=fit_b, rho=rho,
             max_newton=coord.config.max_iter, tol=coord.config.tol,
         )  # fmt: skip
@@ -140,7 +142,7 @@ def estimate_prior(
     finally:
         numba.set_num_threads(threads)
     if last:  # what another random effect's estimation needs of this one (its rho)
-        coord.evidence_rows = (last[0].row_terms, float(last[0].logdet.sum()))
+        coord.evidence_rows = (rows.scatter(last[0].row_terms), float(last[0].logdet.sum()))
     settle(coord, best.precision, setup, last[0].variance if last else None, entities)
     coord.train_coverage = coord.coverage(design)
     return make_estimate(coord.name, setup, best, int((~coord.has_model).sum()), first)
@@ -229,15 +231,16 @@ def others_terms(
                 rows, logdet = cached
             else:
                 off = base + mine - scores[c.name]
-                yy, ww, oo = design_rows(design, y, weight, off)
+                layout = _entity_rows(design)
+                yy, ww, oo = layout.gather(*design_rows(design, y, weight, off))
                 prec, prec_b = precisions(c)
                 entities = np.flatnonzero(c.trainable).astype(np.int64)
                 terms = laplace_terms(
-                    design_arrays(design.X), design.perm, design.starts, yy, ww, oo,
+                    layout.arrays, layout.perm, layout.starts, yy, ww, oo,
                     entities, c.coef, c.intercept, prec, prec_b,
                     fit_intercept=bool(c.config.intercept),
                 )  # fmt: skip
-                rows, logdet = terms.row_terms, float(terms.logdet.sum())
+                rows, logdet = layout.scatter(terms.row_terms), float(terms.logdet.sum())
             if design.order is None:
                 rho += rows
             else:
@@ -246,6 +249,20 @@ def others_terms(
         return rho, value
 
     return share
+
+
+#: Every training design's rows in entity order (:func:`entity_rows`), built at the
+#: coordinate's first update and kept while the design lives.
+_ENTITY_ROWS: dict[int, EntityRows] = {}
+
+
+def _entity_rows(design: Any) -> EntityRows:
+    key = id(design)
+    rows = _ENTITY_ROWS.get(key)
+    if rows is None:
+        rows = _ENTITY_ROWS[key] = entity_rows(design)
+        weakref.finalize(design, _ENTITY_ROWS.pop, key, None)
+    return rows
 
 
 def _dense_random(coord: Any, design: Any) -> bool:

@@ -29,6 +29,7 @@ from gdmix.effects.evidence import (
     LaplaceSums,
     PriorSetup,
     design_rows,
+    entity_rows,
     entity_sums,
     estimate_for,
     kept_prior,
@@ -41,7 +42,6 @@ from gdmix.effects.evidence import (
 from gdmix.effects.random_effect import RandomEffect
 from gdmix.errors import ConfigError
 from gdmix.solvers.laplace import laplace_terms
-from gdmix.solvers.newton import design_arrays
 
 __all__ = ["fit_random_auto"]
 
@@ -77,9 +77,11 @@ def _prepare(
     y, w, o = design_rows(design, bucket["_y"].to_numpy(), bucket["_w"].to_numpy(), offsets)
     if rho is not None and design.order is not None:
         rho = rho[design.order]
+    rows = entity_rows(design)
+    y, w, o, rho = rows.gather(y, w, o, rho)
     entities = np.flatnonzero(coord.trainable).astype(np.int64)
-    return {"empty": False, "coord": coord, "design": design, "y": y, "w": w, "o": o,
-            "rho": rho, "entities": entities,
+    return {"empty": False, "coord": coord, "design": design, "rows": rows, "y": y, "w": w,
+            "o": o, "rho": rho, "entities": entities,
             "subset": entities[subset_mask(coord.entity_ids[entities])],
             "part": bucket["_part"].to_numpy(), "pos": bucket["_pos"].to_numpy()}  # fmt: skip
 
@@ -97,17 +99,17 @@ def _evaluate(prep: dict[str, Any], previous: dict[str, Any] | None, precision: 
         zero = np.zeros(ncomp)
         sums = LaplaceSums(0.0, 0.0, 0.0, 0.0, zero, zero, zero, np.zeros((ncomp, ncomp)))
         return {"sums": sums}
-    coord, design = prep["coord"], prep["design"]
+    coord, rows = prep["coord"], prep["rows"]
     src = previous if previous is not None else {"coef": coord.coef, "intercept": coord.intercept}
     coef, intercept = src["coef"].copy(), src["intercept"].copy()
     sums, terms = entity_sums(
-        design_arrays(design.X), design.perm, design.starts, prep["y"], prep["w"], prep["o"],
+        rows.arrays, rows.perm, rows.starts, prep["y"], prep["w"], prep["o"],
         prep["subset"] if subset else prep["entities"], coef, intercept, comp, precision,
         fit_intercept=bool(coord.config.intercept), rho=prep["rho"],
         max_newton=coord.config.max_iter, tol=coord.config.tol,
     )  # fmt: skip
     return {"sums": sums, "coef": coef, "intercept": intercept, "variance": terms.variance,
-            "rows": terms.row_terms, "logdet": float(terms.logdet.sum())}  # fmt: skip
+            "rows": rows.scatter(terms.row_terms), "logdet": float(terms.logdet.sum())}  # fmt: skip
 
 
 def _sums(result: dict[str, Any]) -> LaplaceSums:
@@ -158,14 +160,16 @@ def _row_terms(bucket: pd.DataFrame, offsets: np.ndarray, config: Any, features:
     y, w, o = design_rows(design, bucket["_y"].to_numpy(), bucket["_w"].to_numpy(), offsets)
     prec, prec_b = precisions(coord)
     entities = np.flatnonzero(coord.trainable).astype(np.int64)
+    layout = entity_rows(design)
+    y, w, o = layout.gather(y, w, o)
     terms = laplace_terms(
-        design_arrays(design.X), design.perm, design.starts, y, w, o, entities, coord.coef,
+        layout.arrays, layout.perm, layout.starts, y, w, o, entities, coord.coef,
         coord.intercept, prec, prec_b, fit_intercept=bool(coord.config.intercept),
     )  # fmt: skip
-    rows = terms.row_terms
+    rows = layout.scatter(terms.row_terms)
     if design.order is not None:  # back to the bucket's row order
-        rows = np.zeros(len(bucket))
-        rows[design.order] = terms.row_terms
+        rows, design_order = np.zeros(len(bucket)), rows
+        rows[design.order] = design_order
     return {"part": bucket["_part"].to_numpy(), "pos": bucket["_pos"].to_numpy(),
             "scores": rows, "logdet": float(terms.logdet.sum())}  # fmt: skip
 
