@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from gdmix.solvers.laplace import LaplaceTerms, laplace_terms
+from gdmix.solvers.laplace import LaplaceTerms, ModeCache, laplace_terms
 from gdmix.solvers.newton import design_arrays
 
 __all__ = [
@@ -211,6 +211,7 @@ def entity_sums(
     rho: np.ndarray | None = None,
     max_newton: int = 50,
     tol: float = 1e-9,
+    cache: ModeCache | None = None,
 ) -> tuple[LaplaceSums, LaplaceTerms]:
     """Solve ``entities`` at the component precisions ``precision`` (warm-started from
     ``coef``/``intercept``, updated in place) and sum their Laplace statistics.
@@ -233,6 +234,8 @@ def entity_sums(
         The other random effects' per-row derivative (see :func:`estimate_prior`).
     max_newton, tol
         Newton steps allowed and gradient tolerance of each entity's solve.
+    cache : ModeCache, optional
+        The data terms at the modes passed in (:class:`gdmix.solvers.laplace.ModeCache`).
 
     Returns
     -------
@@ -244,7 +247,7 @@ def entity_sums(
     terms = laplace_terms(
         arrays, perm, starts, y, weight, offset, entities, coef, intercept,
         slot_prec[None, :d], icpt, fit_intercept=fit_intercept, rho=rho, comp=comp,
-        max_newton=max_newton, tol=tol,
+        max_newton=max_newton, tol=tol, cache=cache,
     )  # fmt: skip
     m, ncomp = len(entities), len(precision)
     modes = coef[entities]

@@ -58,7 +58,7 @@ from gdmix.effects.evidence import (
     subset_mask,
 )
 from gdmix.errors import ConfigError
-from gdmix.solvers.laplace import LaplaceTerms, laplace_terms
+from gdmix.solvers.laplace import LaplaceTerms, ModeCache, laplace_terms
 
 __all__ = [
     "VARIANCE_MAX",
@@ -124,12 +124,15 @@ def estimate_prior(
     yy, ww, oo, rho = rows.gather(*design_rows(design, y, weight, offset), rho)
     last: list[LaplaceTerms] = []
     subset = entities[subset_mask(coord.entity_ids[entities])]
+    # The offsets and rho stay put during the update: each evaluation resumes from the
+    # data terms the last one left at the modes.
+    cache = ModeCache.make(coord.coef.shape[0], coord.coef.shape[1] + int(fit_b))
 
     def evaluate(prec: np.ndarray, on_subset: bool) -> LaplaceSums:
         sums, terms = entity_sums(
             rows.arrays, rows.perm, rows.starts, yy, ww, oo, subset if on_subset else entities,
             coord.coef, coord.intercept, setup.comp, prec, fit_intercept=fit_b, rho=rho,
-            max_newton=coord.config.max_iter, tol=coord.config.tol,
+            max_newton=coord.config.max_iter, tol=coord.config.tol, cache=cache,
         )  # fmt: skip
         last[:] = [terms]
         return sums
