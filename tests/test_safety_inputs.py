@@ -52,6 +52,18 @@ def test_entity_ids_of_another_type_are_the_same_entities(toy_job, train_as, sco
     assert model["u"].key_kind == ("str" if train_as is str else "int")
 
 
+def test_training_coverage_counts_the_rows_of_entities_with_a_model(toy_job) -> None:
+    rows = toy_job.train.groupby("user_id")["user_id"].transform("size")
+    cut = int(rows.median())
+    raw = _config().model_dump()
+    raw["coordinates"][1]["min_rows"] = cut  # entities with fewer rows get no model
+    model = gdmix.fit(parse_config(raw), toy_job.train)
+    share = float((rows >= cut).mean())
+    assert 0.0 < share < 1.0
+    assert model["u"].train_coverage == pytest.approx(share, abs=1e-15)
+    assert model.evaluate(toy_job.train)["coverage@u"] == pytest.approx(share, abs=1e-15)
+
+
 def test_mixed_type_ids_are_one_key_type(toy_job) -> None:
     train = toy_job.train.copy()
     ids = train["user_id"].astype(object)

@@ -470,7 +470,7 @@ def _unpenalised(coord: Coordinate, params: dict[str, Any]) -> bool:
 
 def _check_convergence(coord: Coordinate, record: dict[str, Any], scores: np.ndarray) -> None:
     """Mark in ``record`` and log when a fit did not converge or its scores run off."""
-    largest = float(np.max(np.abs(scores))) if len(scores) else 0.0
+    largest = max(float(scores.max()), -float(scores.min())) if len(scores) else 0.0
     record["max_abs_score"] = largest
     params = record["params"]
     if params.get("intercept_l2", 0) is None:

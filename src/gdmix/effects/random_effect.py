@@ -294,6 +294,10 @@ class RandomEffect(Coordinate):
         codes = design.codes
         if len(codes) == 0:
             return 0.0
+        layout = design.layout
+        if layout is not None and layout.n_entities == len(self.has_model):
+            # a training table: its rows per entity are counted, no pass over the rows
+            return float(layout.counts[self.has_model].sum()) / len(codes)
         known = codes >= 0
         known[known] = self.has_model[codes[known]]
         return float(known.mean())
