@@ -13,7 +13,7 @@ import pytest
 
 from gdmix.data import parquet_frame
 from gdmix.data.io import read_table
-from gdmix.data.parquet_frame import read_parquet_frame
+from gdmix.data.parquet_frame import plain_parquet_files, read_parquet_frame
 from gdmix.hugepages import _compacts_on_advice, avoid_compaction_stalls
 
 
@@ -93,6 +93,17 @@ def test_numeric_columns_are_one_block_so_a_design_is_a_view(tmp_path, monkeypat
     block = frame[["x", "y"]].to_numpy()
     assert np.shares_memory(block, frame["x"].to_numpy())
     np.testing.assert_array_equal(block, expected[["x", "y"]].to_numpy())
+
+
+def test_plain_parquet_files_are_the_files_pyarrow_reads(tmp_path):
+    files = _files(tmp_path)
+    folder = sorted(files["folder"].glob("part-*.parquet"))
+    assert plain_parquet_files(str(files["folder"])) == folder  # "_SUCCESS" skipped
+    assert plain_parquet_files([files["plain"], files["folder"]]) == [files["plain"], *folder]
+    for other in (files["hive"], tmp_path / "missing.parquet", "s3://bucket/data", _frame()):
+        assert plain_parquet_files(other) is None  # their own reader handles them
+    glued = pd.concat([pd.read_parquet(f) for f in plain_parquet_files(files["folder"])])
+    pd.testing.assert_frame_equal(glued.reset_index(drop=True), read_table(files["folder"]))
 
 
 def test_huge_page_advice_is_dropped_only_where_the_kernel_compacts_for_it(tmp_path, monkeypatch):

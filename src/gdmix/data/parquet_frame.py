@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-__all__ = ["arrow_to_pandas", "read_parquet_frame"]
+__all__ = ["arrow_to_pandas", "plain_parquet_files", "read_parquet_frame"]
 
 #: Rows per scanned batch: large enough that the per-batch work is noise, small enough
 #: that a batch is a fraction of a file.
@@ -202,3 +202,28 @@ def read_parquet_frame(path: Path, columns: list[str] | None) -> pd.DataFrame | 
     # hand them back (on 20M rows about 1 GB that would count to the job's peak).
     pa.default_memory_pool().release_unused()
     return frame if list(frame.columns) == names else frame[names]
+
+
+def plain_parquet_files(source: object) -> list[Path] | None:
+    """The files of local Parquet data, in the order pyarrow reads them, when reading
+    them one by one gives the same table: a ``.parquet`` file, a folder of them without
+    Hive partitions, or a list of such paths. ``None`` for anything else (URLs,
+    partitioned folders, DataFrames), which its own reader handles.
+    """
+    sources = source if isinstance(source, list | tuple) else [source]
+    files: list[Path] = []
+    for item in sources:
+        if not isinstance(item, str | Path) or "://" in str(item):
+            return None
+        path = Path(item)
+        if path.is_file() and path.suffix.lower() in (".parquet", ".pq"):
+            files.append(path)
+        elif path.is_dir():
+            dataset = _dataset(path)
+            found = [Path(f) for f in dataset.files]
+            if not found or set(dataset.schema.names) != set(ds.dataset(found[0]).schema.names):
+                return None  # empty, or Hive partition keys that live in the folder names
+            files.extend(found)
+        else:
+            return None
+    return files
