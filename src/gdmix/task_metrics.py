@@ -31,11 +31,13 @@ from gdmix.metrics import BinaryEvaluator, _logit_loss_sum, grouped_auc
 from gdmix.tasks import METRICS, default_metric, higher_is_better, task_metric_names
 
 __all__ = [
+    "AUTO_TRAIN_METRICS_MAX_ROWS",
     "METRICS",
     "SORTED_METRICS",
     "TaskEvaluator",
     "average_precision",
     "default_metric",
+    "evaluated_names",
     "higher_is_better",
     "loss_sum",
     "poisson_deviance",
@@ -176,6 +178,16 @@ def task_evaluate(
 #: one pass over them.
 SORTED_METRICS = frozenset({"auc", "aupr"})
 
+#: ``training.train_metrics: auto`` evaluates a training table's sorted metrics only
+#: when it has at most this many rows (every engine).
+AUTO_TRAIN_METRICS_MAX_ROWS = 1_000_000
+
+
+def evaluated_names(task: str, metric: str | None = None) -> tuple[str, ...]:
+    """The metrics a table is evaluated on: the task's usual ones and the selection
+    metric ``metric``, once each."""
+    return tuple(dict.fromkeys((*task_metric_names(task), *([metric] if metric else []))))
+
 
 class TaskEvaluator:
     """The metrics of many margin vectors over one table's fixed labels and weights.
@@ -209,9 +221,7 @@ class TaskEvaluator:
         names: tuple[str, ...] | None = None,
     ) -> None:
         self.task = task
-        if names is None:
-            names = (*task_metric_names(task), *([metric] if metric else []))
-        self.names = tuple(dict.fromkeys(names))
+        self.names = evaluated_names(task, metric) if names is None else tuple(dict.fromkeys(names))
         self.y = np.asarray(y_true, dtype=np.float64)
         self.w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         binary = task == "logistic" and bool({"auc", "log_loss"} & set(self.names))

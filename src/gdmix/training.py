@@ -33,9 +33,14 @@ from gdmix.errors import ConfigError
 from gdmix.history import finish_record, new_record
 from gdmix.model import GDMixModel, load_saved_coordinate, make_coordinate
 from gdmix.solvers.jit_cache import announce_compilation
-from gdmix.task_metrics import SORTED_METRICS, TaskEvaluator, loss_sum
+from gdmix.task_metrics import (
+    AUTO_TRAIN_METRICS_MAX_ROWS,
+    SORTED_METRICS,
+    TaskEvaluator,
+    evaluated_names,
+    loss_sum,
+)
 from gdmix.tasks import goodness as metric_goodness
-from gdmix.tasks import task_metric_names
 
 __all__ = ["Callback", "fit", "log_callback"]
 
@@ -70,7 +75,7 @@ class _Table:
 
     #: ``training.train_metrics: auto`` evaluates the training table after every
     #: coordinate update when it has at most this many rows.
-    AUTO_METRICS_MAX_ROWS: ClassVar[int] = 1_000_000
+    AUTO_METRICS_MAX_ROWS: ClassVar[int] = AUTO_TRAIN_METRICS_MAX_ROWS
 
     def _unchanged(self, seen: list[tuple[str, np.ndarray]]) -> bool:
         """Whether ``scores`` still holds exactly the arrays ``seen`` (none replaced)."""
@@ -129,8 +134,7 @@ class _Table:
         if self.metrics_each_update(setting):
             return self.metrics()
         assert self.roles.y is not None
-        names = (*task_metric_names(self.task), *([self.metric] if self.metric else []))
-        values: dict[str, float | None] = dict.fromkeys(names)
+        values: dict[str, float | None] = dict.fromkeys(evaluated_names(self.task, self.metric))
         rest = tuple(n for n in values if n not in SORTED_METRICS and n != "log_loss")
         if rest:
             evaluator = TaskEvaluator(self.roles.y, self.roles.weight, self.task, names=rest)

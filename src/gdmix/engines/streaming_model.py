@@ -48,7 +48,7 @@ from gdmix.fsutil import fresh_work_folder
 from gdmix.history import finish_record, new_record
 from gdmix.model import GDMixModel
 from gdmix.solvers.jit_cache import announce_compilation
-from gdmix.task_metrics import TaskEvaluator, loss_sum
+from gdmix.task_metrics import AUTO_TRAIN_METRICS_MAX_ROWS, TaskEvaluator, loss_sum
 from gdmix.tasks import goodness as metric_goodness
 
 __all__ = ["fit_streaming", "needs_streaming"]
@@ -467,7 +467,7 @@ class _StreamingJob:
         t = self.train
         assert t is not None
         setting = self.config.training.train_metrics
-        small = t.n_rows <= 1_000_000
+        small = t.n_rows <= AUTO_TRAIN_METRICS_MAX_ROWS
         if setting == "always" or (setting == "auto" and small):
             y, w, o = t.chunks.roles()
             return TaskEvaluator(y, w, task).evaluate(o + t.total(0, t.n_rows))
