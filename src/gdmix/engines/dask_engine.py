@@ -369,8 +369,7 @@ class _DaskTrainer:
                     f"coordinate '{cc.name}': engine 'dask' takes one l2 value; "
                     "search l2 with the local engine on a sample"
                 )
-        self.sizes: list[int] = []
-        self.parts = self._load(train)
+        self.parts, self.sizes = self._load(train)
         self.base_offsets = [client.submit(_field, p, "o") for p in self.parts]
         self.n_buckets = tc.dask.n_buckets or 2 * max(1, sum(client.nthreads().values()))
         self.coords: list[Coordinate] = []
@@ -428,7 +427,8 @@ class _DaskTrainer:
         self.history: list[dict[str, Any]] = []
         self.best_pass = 0
 
-    def _load(self, train: Any) -> list[Any]:
+    def _load(self, train: Any) -> tuple[list[Any], list[int]]:
+        """The training partitions, kept on the workers, and their row counts."""
         client, data = self.client, self.config.data
         if isinstance(train, pd.DataFrame):
             n = max(1, sum(client.nthreads().values()))
@@ -453,11 +453,10 @@ class _DaskTrainer:
             client.submit(_load_part, f, data, f"training data, partition {i}")
             for i, f in enumerate(futures)
         ]
-        # Raise the first partition's DataError, if any, by gathering their sizes: the
-        # parts themselves stay on the workers (gathering them moved the whole table to
-        # the driver, 24 s of a 45 s job on 20M rows).
-        self.sizes = client.gather([client.submit(_size, p) for p in parts])
-        return parts
+        # Gathering the sizes raises the first partition's DataError, if any; the parts
+        # themselves stay on the workers (gathering them moved the whole table to the
+        # driver, 24 s of a 45 s job on 20M rows).
+        return parts, client.gather([client.submit(_size, p) for p in parts])
 
     def _prepare(self, coord: Coordinate) -> None:
         client, name = self.client, coord.name
