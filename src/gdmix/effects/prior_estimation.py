@@ -30,7 +30,6 @@ between-entity variance, or separable entities) is logged as a warning.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -254,18 +253,11 @@ def others_terms(
     return share
 
 
-#: Every training design's rows in entity order (:func:`entity_rows`), built at the
-#: coordinate's first update and kept while the design lives.
-_ENTITY_ROWS: dict[int, EntityRows] = {}
-
-
 def _entity_rows(design: Any) -> EntityRows:
-    key = id(design)
-    rows = _ENTITY_ROWS.get(key)
-    if rows is None:
-        rows = _ENTITY_ROWS[key] = entity_rows(design)
-        weakref.finalize(design, _ENTITY_ROWS.pop, key, None)
-    return rows
+    """The design's rows in entity order, built once and kept with the design."""
+    if design.rows_by_entity is None:
+        design.rows_by_entity = entity_rows(design)
+    return design.rows_by_entity
 
 
 def _dense_random(coord: Any, design: Any) -> bool:

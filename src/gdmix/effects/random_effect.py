@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,9 @@ class RandomEffectDesign:
     starts: np.ndarray | None = None
     weight_multiplier: np.ndarray | None = None
     order: np.ndarray | None = None
+    #: The rows in entity order that ``l2: auto`` reads (built at its first update and
+    #: kept with the design: :func:`gdmix.effects.evidence.entity_rows`).
+    rows_by_entity: Any = field(default=None, repr=False, compare=False)
 
 
 class RandomEffect(Coordinate):
