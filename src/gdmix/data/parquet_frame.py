@@ -17,7 +17,6 @@ way. Nulls in a float column become NaN, as pandas makes them.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +77,8 @@ def _dataset(path: Path) -> ds.Dataset:
 def _pandas_metadata(schema: pa.Schema) -> tuple[dict[str, Any], list[Any]] | None:
     """The pandas metadata's column entries by name and its index entries; ``None`` when
     the metadata cannot be read."""
-    raw = (schema.metadata or {}).get(b"pandas")
-    if raw is None:
-        return {}, []
     try:
-        meta = json.loads(raw)
+        meta = schema.pandas_metadata or {}
         entries = {c.get("field_name", c.get("name")): c for c in meta.get("columns", [])}
         return entries, list(meta.get("index_columns", []))
     except (ValueError, TypeError, AttributeError):
