@@ -82,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
-    args = build_parser().parse_args(argv)
+    return _main(build_parser().parse_args(argv))
+
+
+def _main(args: argparse.Namespace) -> int:
     saved = (logger.handlers, logger.propagate, logger.level)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -96,11 +99,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry() -> None:
     """The ``gdmix`` command: :func:`main` with the process settings of a command (see
-    :mod:`gdmix.hugepages`), exiting with its status."""
+    :mod:`gdmix.hugepages` and, for every command but the long-lived ``serve``,
+    :mod:`gdmix.malloc_reuse`), exiting with its status."""
     from gdmix.hugepages import avoid_compaction_stalls
+    from gdmix.malloc_reuse import reuse_freed_memory
 
+    args = build_parser().parse_args()
     avoid_compaction_stalls()
-    sys.exit(main())
+    if args.command != serve.NAME:
+        reuse_freed_memory()
+    sys.exit(_main(args))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,0 +1,75 @@
+"""The command line's glibc setting: freed large blocks are reused, not faulted again."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gdmix.malloc_reuse import reuse_freed_memory
+
+# Allocate, touch and free a 256 MB array, then count the minor page faults of a second
+# one of the same size: without the setting glibc unmaps the first and faults the second
+# in page by page; with it the second takes the first one's pages.
+_PROBE = """
+import json, resource, sys
+import numpy as np
+np._core.multiarray._set_madvise_hugepage(False)  # 4 KiB pages: faults are countable
+if sys.argv[1] == "1":
+    from gdmix.malloc_reuse import reuse_freed_memory
+    assert reuse_freed_memory()
+n = 32 * 1024 * 1024
+a = np.ones(n); del a
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+b = np.ones(n)
+print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before))
+"""
+
+
+def _second_array_faults(setting: bool) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "GDMIX_MALLOC_REUSE"}
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, "1" if setting else "0"],
+        check=True, capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    return int(json.loads(out.stdout))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a glibc setting")
+def test_freed_blocks_are_reused_without_new_page_faults():
+    pages = 32 * 1024 * 1024 * 8 // 4096
+    without = _second_array_faults(False)
+    if without < pages // 2:
+        pytest.skip(f"{without} faults for {pages} pages: the kernel backs arrays with huge pages")
+    assert without >= 0.9 * pages
+    assert _second_array_faults(True) < 0.05 * pages
+
+
+def test_opt_out_and_other_systems(monkeypatch):
+    monkeypatch.setenv("GDMIX_MALLOC_REUSE", "0")
+    assert reuse_freed_memory() is False
+    monkeypatch.delenv("GDMIX_MALLOC_REUSE")
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert reuse_freed_memory() is False
+
+
+def test_the_command_sets_it_except_for_serve(monkeypatch):
+    import gdmix.cli as cli
+    import gdmix.hugepages as hugepages
+    import gdmix.malloc_reuse as malloc_reuse
+
+    calls: list[str] = []
+    monkeypatch.setattr(malloc_reuse, "reuse_freed_memory", lambda: calls.append("set"))
+    monkeypatch.setattr(hugepages, "avoid_compaction_stalls", lambda: False)
+    monkeypatch.setattr(cli, "_main", lambda args: 0)
+    for argv, expected in ((["gdmix", "inspect", "x"], ["set"]),
+                           (["gdmix", "serve", "--model", "x"], [])):  # fmt: skip
+        calls.clear()
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as stop:
+            cli.entry()
+        assert stop.value.code == 0
+        assert calls == expected
