@@ -10,8 +10,6 @@ _SCRIPT = """
 import logging
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 from gdmix.solvers.jit_cache import announce_compilation, uncached_kernels
-from gdmix.solvers.jit_cache import warm_up_in_background
-warm_up_in_background().join()  # compiles (and caches) the warm-up kernel only
 missing, cached, folder = uncached_kernels()
 print(len(missing), flush=True)
 announce_compilation()
@@ -27,7 +25,6 @@ def _run(cache: str) -> tuple[int, str]:
 
 
 def test_an_empty_cache_is_announced_once(tmp_path) -> None:
-    # also after the background warm-up, whose own kernel is then cached
     n_missing, err = _run(str(tmp_path / "empty-cache"))
     assert n_missing > 5
     assert err.count("compiling gdmix's kernels") == 1
@@ -54,18 +51,3 @@ def test_a_compiled_kernel_counts_as_cached(tmp_path) -> None:
                           env=env, timeout=120, check=True)  # fmt: skip
     assert proc.stdout.split() == ["True", "False"]
     assert "compiling" not in proc.stderr
-
-
-def test_the_warm_up_thread_runs_a_compiled_kernel() -> None:
-    import numpy as np
-
-    from gdmix.solvers.jit_cache import _count_into, warm_up_in_background
-
-    thread = warm_up_in_background()
-    thread.join(timeout=120)
-    assert not thread.is_alive()
-    assert thread.daemon
-    assert _count_into.signatures  # compiled (or loaded from the cache) by the thread
-    out = np.zeros(5)
-    _count_into(out)
-    np.testing.assert_array_equal(out, np.arange(5.0))

@@ -32,7 +32,7 @@ from gdmix.effects.prior_estimation import fit_with_estimated_prior, others_term
 from gdmix.errors import ConfigError
 from gdmix.history import finish_record, new_record
 from gdmix.model import GDMixModel, load_saved_coordinate, make_coordinate
-from gdmix.solvers.jit_cache import announce_compilation, warm_up_in_background
+from gdmix.solvers.jit_cache import announce_compilation
 from gdmix.task_metrics import (
     AUTO_TRAIN_METRICS_MAX_ROWS,
     SORTED_METRICS,
@@ -610,7 +610,6 @@ def fit(
         train = config.data.train
     if validation is None and config.data.validation is not None:
         validation = config.data.validation
-    warm_up_in_background()  # overlaps the reading
     train_frame = read_table(train)
     val_frame = read_table(validation) if validation is not None else None
     matrices, val_matrices = table_matrices(

@@ -10,12 +10,8 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import threading
 
-import numba
-import numpy as np
-
-__all__ = ["announce_compilation", "uncached_kernels", "warm_up_in_background"]
+__all__ = ["announce_compilation", "uncached_kernels"]
 
 logger = logging.getLogger("gdmix")
 
@@ -68,31 +64,3 @@ def announce_compilation() -> None:
             "minute; they are cached in %s",
             len(missing), folder,
         )  # fmt: skip
-
-
-# Serial (a thread pool started here could meet the job's own), and not in _MODULES: the
-# warm-up kernel in the cache does not mean that a first run is over.
-@numba.njit(cache=True)
-def _count_into(values):  # type: ignore[no-untyped-def]
-    for i in range(values.shape[0]):
-        values[i] = i
-
-
-def _warm_up() -> None:
-    try:
-        _count_into(np.empty(4))
-    except Exception:  # the job's own first kernel call will report any real problem
-        logger.debug("numba warm-up failed", exc_info=True)
-
-
-def warm_up_in_background() -> threading.Thread:
-    """Start numba's one-off set-up on a daemon thread and return the thread.
-
-    The first compiled call of a process, even of a cached kernel, first builds numba's
-    target context: about 0.2 s on two cores. Started before
-    work that releases the GIL (reading Parquet files), that set-up overlaps it instead
-    of delaying the first check of the data.
-    """
-    thread = threading.Thread(target=_warm_up, name="gdmix-numba-warm-up", daemon=True)
-    thread.start()
-    return thread
