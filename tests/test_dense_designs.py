@@ -15,6 +15,7 @@ import pytest
 import scipy.sparse as sp
 
 from gdmix.config import RandomEffectConfig
+from gdmix.data import entity_keys
 from gdmix.data.entity_keys import distinct_sorted, key_codes
 from gdmix.effects.random_effect import RandomEffect
 from gdmix.solvers import newton
@@ -128,7 +129,10 @@ def test_random_effect_numeric_shard_trains_on_the_table_block_in_place():
     [np.arange(1000, 5000, 3), np.array([-5, 2**40, 7]), np.array([2**62, -(2**62)])],
     ids=["compact", "wide", "huge"],
 )
-def test_integer_key_codes_equal_get_indexer(ids):
+@pytest.mark.parametrize("threaded", [False, True], ids=["serial", "threaded"])
+def test_integer_key_codes_equal_get_indexer(ids, threaded, monkeypatch):
+    if threaded:  # the prefetching lookup on every thread, even on these few keys
+        monkeypatch.setattr(entity_keys, "_PARALLEL_MIN_KEYS", 10)
     rng = np.random.default_rng(0)
     keys = rng.choice(np.concatenate([ids, ids + 1, [0, -1]]), size=5000).astype(np.int64)
     index = pd.Index(np.sort(ids).astype(np.int64))

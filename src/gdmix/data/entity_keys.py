@@ -24,8 +24,10 @@ from typing import Literal
 import numba
 import numpy as np
 import pandas as pd
+from numba import prange
 
 from gdmix.errors import DataError
+from gdmix.prefetch import PREFETCH_DISTANCE, prefetch
 
 __all__ = [
     "KeyKind",
@@ -36,6 +38,9 @@ __all__ = [
     "key_kind",
     "kind_of_index",
 ]
+
+#: Key lookups of at least this many keys run on every thread.
+_PARALLEL_MIN_KEYS = 1_000_000
 
 KeyKind = Literal["int", "str"]
 _INT_TEXT = r"-?(?:0|[1-9][0-9]*)"
@@ -166,16 +171,27 @@ def _mark(values, lo, span):  # type: ignore[no-untyped-def]
     return seen
 
 
-@numba.njit(cache=True)
-def _table_codes(index, keys, lo, hi):  # type: ignore[no-untyped-def]
+def _table_codes_py(index, keys, lo, hi):  # type: ignore[no-untyped-def]
     table = np.full(hi - lo + 1, -1, dtype=np.int64)
     for e in range(index.shape[0]):
         table[index[e] - lo] = e
-    out = np.empty(keys.shape[0], dtype=np.int64)
-    for i in range(keys.shape[0]):
+    n = keys.shape[0]
+    out = np.empty(n, dtype=np.int64)
+    for i in prange(n):
+        if i + PREFETCH_DISTANCE < n:
+            prefetch(table, keys[i + PREFETCH_DISTANCE] - lo)  # a hint: any address will do
         k = keys[i]
         out[i] = table[k - lo] if lo <= k <= hi else -1
     return out
+
+
+_table_codes_par = numba.njit(cache=True, parallel=True)(_table_codes_py)
+_table_codes_ser = numba.njit(cache=True)(_table_codes_py)
+
+
+def _table_codes(index: np.ndarray, keys: np.ndarray, lo: np.int64, hi: np.int64) -> np.ndarray:
+    kernel = _table_codes_par if len(keys) >= _PARALLEL_MIN_KEYS else _table_codes_ser
+    return kernel(index, keys, lo, hi)
 
 
 def _table_span(values: np.ndarray, allowance: int) -> tuple[int, int] | None:

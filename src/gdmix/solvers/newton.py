@@ -33,6 +33,7 @@ from numba import prange
 
 from gdmix.data.layout import empty_touched
 from gdmix.losses import TASK_CODES, task_code
+from gdmix.prefetch import PREFETCH_DISTANCE, prefetch
 from gdmix.solvers.lockstep import LANES, solve_groups_par, solve_groups_ser
 from gdmix.solvers.rows import coef_at, entry_column, entry_value, row_span, skip_entry
 from gdmix.solvers.subspace import solve_blocks_par, solve_blocks_ser
@@ -333,7 +334,14 @@ def _merge_slots(
 
 
 def _score_rows_py(indptr, indices, data, codes, coef, icpt, rows, scatter, out):
-    for i in prange(len(codes)):
+    n, d = len(codes), coef.shape[1]
+    for i in prange(n):
+        if i + PREFETCH_DISTANCE < n:  # a later row's entity: its coefficients on the way
+            ahead = codes[i + PREFETCH_DISTANCE]
+            if ahead >= 0:
+                prefetch(coef, ahead * d)
+                prefetch(coef, ahead * d + d - 1)
+                prefetch(icpt, ahead)
         e = codes[i]
         acc = 0.0
         if e >= 0:
