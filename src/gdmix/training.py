@@ -72,6 +72,8 @@ class _Table:
     )
     _total: tuple[list[tuple[str, np.ndarray]], np.ndarray] | None = field(default=None, repr=False)
     _loss: tuple[list[tuple[str, np.ndarray]], float] | None = field(default=None, repr=False)
+    #: The all-zero score arrays of coordinates not fitted yet (left out of sums).
+    zero_scores: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     #: ``training.train_metrics: auto`` evaluates the training table after every
     #: coordinate update when it has at most this many rows.
@@ -89,11 +91,30 @@ class _Table:
         score array is replaced."""
         if self._total is not None and self._unchanged(self._total[0]):
             return self._total[1]
-        out = self.roles.offset.copy()
-        for s in self.scores.values():
-            out += s
+        out = self._sum()
         out.flags.writeable = False
         self._total = (list(self.scores.items()), out)  # holds the arrays: no reused ids
+        return out
+
+    def offsets_for(self, name: str) -> np.ndarray:
+        """``offset`` plus the scores of every coordinate but ``name``: what coordinate
+        ``name`` is fitted against (read-only)."""
+        out = self._sum(exclude=name)
+        out.flags.writeable = False
+        return out
+
+    def _sum(self, exclude: str | None = None) -> np.ndarray:
+        """``offset`` plus the scores of every coordinate but ``exclude``, added in the
+        coordinates' order; the zeros of coordinates not fitted yet are left out (one
+        pass fewer each, the same floats)."""
+        parts = [
+            s for k, s in self.scores.items() if k != exclude and self.zero_scores.get(k) is not s
+        ]
+        if not parts:
+            return self.roles.offset.copy()
+        out = np.add(self.roles.offset, parts[0])
+        for s in parts[1:]:
+            out += s
         return out
 
     def metrics(self, total: np.ndarray | None = None) -> dict[str, float]:
@@ -253,10 +274,10 @@ class _Trainer:
         table = _Table(name, roles, designs, task=self.config.task,
                        metric=self.config.training.metric)  # fmt: skip
         for c in self.coords:
-            fitted = c.fitted
-            table.scores[c.name] = (
-                c.score(designs[c.name]) if fitted else np.zeros(len(roles.offset))
-            )
+            if c.fitted:
+                table.scores[c.name] = c.score(designs[c.name])
+            else:
+                table.scores[c.name] = table.zero_scores[c.name] = np.zeros(len(roles.offset))
         return table
 
     def _tables(self) -> list[_Table]:
@@ -269,7 +290,7 @@ class _Trainer:
     def _update(self, coord: Coordinate, pass_no: int, candidates: list[dict[str, Any]]) -> None:
         """Fit one coordinate (for each candidate) and keep the best on validation."""
         metric = self.config.training.metric
-        offsets = {t.name: t.total() - t.scores[coord.name] for t in self._tables()}
+        offsets = {t.name: t.offsets_for(coord.name) for t in self._tables()}
         validation = None
         if self.validation is not None:
             v = self.validation

@@ -222,11 +222,13 @@ def _fe_score(design: dict[str, Any], coef: np.ndarray, intercept: float) -> np.
 
 
 def _offsets(base: np.ndarray, skip: int, *scores: np.ndarray) -> np.ndarray:
-    """``offset + sum of scores - scores[skip]``, in the local engine's order of sums."""
+    """``offset`` plus every score array but ``scores[skip]``, in the local engine's order
+    of sums."""
     total = base.copy()
-    for s in scores:
-        total += s
-    return total - scores[skip] if skip >= 0 else total
+    for k, s in enumerate(scores):
+        if k != skip:
+            total += s
+    return total
 
 
 def _split_part(
