@@ -98,10 +98,9 @@ class _Table:
 
     def offsets_for(self, name: str) -> np.ndarray:
         """``offset`` plus the scores of every coordinate but ``name``: what coordinate
-        ``name`` is fitted against (read-only)."""
-        out = self._sum(exclude=name)
-        out.flags.writeable = False
-        return out
+        ``name`` is fitted against (a new array; writeable, as the compiled kernels are
+        specialised for writeable arrays)."""
+        return self._sum(exclude=name)
 
     def _sum(self, exclude: str | None = None) -> np.ndarray:
         """``offset`` plus the scores of every coordinate but ``exclude``, added in the
