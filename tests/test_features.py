@@ -314,3 +314,29 @@ def test_first_non_finite_reports_the_first_column_then_row(order):
     assert first_non_finite(values) == (100, 3)
     assert first_non_finite(values[:, 4:]) == (250_000, 1)
     assert first_non_finite(np.zeros((0, 3))) == (-1, -1)
+
+
+def test_a_shared_finite_check_reads_each_column_once_and_only_inside_its_block(monkeypatch):
+    import gdmix.data.features as features_module
+    from gdmix.data.schema import shared_finite_checks
+
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [0.5, np.inf, 1.0], "c": [1.0, 2.0, 4.0]})
+    checked: list[tuple[int, int]] = []
+    real = features_module.first_non_finite
+    monkeypatch.setattr(features_module, "first_non_finite",
+                        lambda block: checked.append(block.shape) or real(block))  # fmt: skip
+    fi_ac = FeatureIndex.build(frame, FeatureConfig(numeric=["a", "c"]), "t")
+    fi_b = FeatureIndex.build(frame, FeatureConfig(numeric=["b"]), "t")
+    with shared_finite_checks():
+        fi_ac.numeric_block(frame, "t")
+        fi_ac.numeric_block(frame, "t")  # the same columns again: not checked
+        fi_ac.numeric_block(frame, "t", np.float32)  # another dtype: checked
+        fi_ac.numeric_block(frame.copy(), "t")  # another table: checked
+        for _ in range(2):  # a column that failed is never recorded as finite
+            with pytest.raises(DataError, match="'b'"):
+                fi_b.numeric_block(frame, "t")
+    assert checked == [(3, 2), (3, 2), (3, 2), (3, 1), (3, 1)]
+    checked.clear()
+    fi_ac.numeric_block(frame, "t")  # outside the block: checked every time
+    fi_ac.numeric_block(frame, "t")
+    assert checked == [(3, 2), (3, 2)]

@@ -27,6 +27,7 @@ from gdmix.data.column_kinds import check_column_kinds, column_kinds
 from gdmix.data.io import TableLike, check_table_type, read_table
 from gdmix.data.matrices import FeatureMatrix, MatrixInput, feature_matrices
 from gdmix.data.roles import RoleColumns, extract_roles
+from gdmix.data.schema import shared_finite_checks
 from gdmix.effects.base import Coordinate, Validation
 from gdmix.effects.prior_estimation import fit_with_estimated_prior, others_terms
 from gdmix.errors import ConfigError
@@ -636,10 +637,12 @@ def fit(
         config, train_frame, val_frame, features, validation_features, feature_names
     )
     start = time.perf_counter()
-    model = _Trainer(
-        config, train_frame, val_frame, list(callbacks or []), trust_custom_code,
-        matrices=matrices, validation_matrices=val_matrices,
-    ).run()  # fmt: skip
+    with shared_finite_checks():  # coordinates reading the same columns check them once
+        trainer = _Trainer(
+            config, train_frame, val_frame, list(callbacks or []), trust_custom_code,
+            matrices=matrices, validation_matrices=val_matrices,
+        )  # fmt: skip
+    model = trainer.run()
     model.lineage = {
         "mode": "train",
         "data": {"train": _data_entry(train, train_frame)},

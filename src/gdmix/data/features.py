@@ -38,6 +38,8 @@ from gdmix.data.schema import (
     check_finite_numeric,
     check_numeric_dtype,
     first_non_finite,
+    known_finite,
+    mark_finite,
     require_columns,
 )
 from gdmix.data.text_features import TextVocabulary, text_values
@@ -350,6 +352,8 @@ class FeatureIndex:
             return np.zeros((len(frame), 0), dtype=dtype)
         with np.errstate(over="ignore"):  # values beyond float32: reported below
             block = frame[self.numeric].to_numpy(dtype=dtype, na_value=np.nan)
+        if known_finite(frame, self.numeric, dtype):  # another coordinate checked them
+            return block
         row, col = first_non_finite(block)
         if row >= 0:
             name = self.numeric[col]
@@ -358,6 +362,7 @@ class FeatureIndex:
                 f"{where}: column '{name}' holds {float(frame[name].iloc[row])!r} (row {row}), "
                 f"beyond the range of {np.dtype(dtype).name}"
             )
+        mark_finite(frame, self.numeric, dtype)
         return block
 
     def encode(
