@@ -143,3 +143,27 @@ def test_integer_key_codes_equal_get_indexer(ids, threaded, monkeypatch):
     assert distinct.equals(pd.Index(np.unique(keys)))
     words = np.array([f"k{k}" for k in keys], dtype=object)
     assert distinct_sorted(words).equals(pd.Index(np.unique(words)))
+
+
+def test_the_design_reuses_the_codes_of_the_table_built_on_only(monkeypatch):
+    import pickle
+
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"user": rng.integers(100, 160, size=400), "x": rng.normal(size=400)})
+    other = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    config = RandomEffectConfig(name="per_user", entity="user", features={"numeric": ["x"]})
+    coord = RandomEffect(config)
+    coord.build(frame)
+    pickle.loads(pickle.dumps(coord))  # the kept codes (a weak reference) do not travel
+    looked_up: list[int] = []
+    real = coord._codes
+    monkeypatch.setattr(coord, "_codes", lambda ids: looked_up.append(len(ids)) or real(ids))
+    expected = coord.entity_ids.get_indexer(frame["user"])
+    np.testing.assert_array_equal(coord.design(frame, "t", training=True).codes, expected)
+    assert looked_up == []  # taken from build
+    np.testing.assert_array_equal(coord.design(frame, "t").codes, expected)
+    assert looked_up == [400]  # taken once only
+    np.testing.assert_array_equal(
+        coord.design(other, "t").codes, coord.entity_ids.get_indexer(other["user"])
+    )
+    assert looked_up == [400, 400]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,13 @@ class RandomEffect(Coordinate):
         self.train_coverage: float | None = None
         #: Refreshes since each entity last had rows (see :func:`gdmix.refresh.refresh`).
         self.entity_age = np.zeros(0, dtype=np.int64)
+        #: The entity codes of the table :meth:`build` last saw, for its design.
+        self._table_codes: tuple[weakref.ref[pd.DataFrame], np.ndarray] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_table_codes"] = None  # a weak reference to a table: not for copies
+        return state
 
     @property
     def l2(self) -> float:
@@ -192,7 +200,10 @@ class RandomEffect(Coordinate):
                 f"coordinate '{self.name}' has {d} features: incremental training and cohort "
                 f"mode need at most {DENSE_MAX_FEATURES} (dense coefficient storage)"
             )
-        counts = np.bincount(self._key_codes(keys, ok), minlength=n)
+        codes = self._key_codes(keys, ok)
+        counts = np.bincount(codes, minlength=n)
+        # The training design of this table, built next, takes these codes (once).
+        self._table_codes = (weakref.ref(frame), codes)
         self.coef = sp.csr_matrix((n, d)) if sparse else np.zeros((n, d))
         self.intercept = np.zeros(n)
         self.n_rows = counts.astype(np.int64)
@@ -250,7 +261,8 @@ class RandomEffect(Coordinate):
         assert self.features is not None
         where = f"{where}, coordinate '{self.name}'"
         ids = check_entity_column(frame, self.config.entity, where)
-        codes = self._codes(ids)
+        kept, self._table_codes = self._table_codes, None
+        codes = kept[1] if kept is not None and kept[0]() is frame else self._codes(ids)
         if not training:
             return RandomEffectDesign(self.features.encode(frame, where, matrix=matrix), codes)
         if (codes < 0).any():
