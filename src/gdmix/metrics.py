@@ -11,7 +11,6 @@ evaluated after every coordinate update), so each evaluation sorts the scores on
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Literal
 
@@ -21,6 +20,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from gdmix.errors import DataError
+from gdmix.vector_math import exp_neg_abs, log1p_unit
 
 __all__ = ["BinaryEvaluator", "evaluate", "grouped_auc", "log_loss", "roc_auc"]
 
@@ -135,15 +135,41 @@ def _pair_weight(pos: np.ndarray, pos_w: np.ndarray, neg: np.ndarray, neg_w: np.
     return total
 
 
-@numba.njit(cache=True, parallel=True)
+#: The logistic loss sum works in blocks of this many rows (exp and log1p vectorised
+#: over a block) and chunks of at most 64 blocks' worth per thread task.
+_LOSS_BLOCK = 512
+_LOSS_CHUNKS = 64
+
+
+@numba.njit(cache=True, parallel=True, fastmath={"contract"})
 def _logit_loss_sum(y: np.ndarray, z: np.ndarray, w: np.ndarray, weighted: bool) -> float:
-    """``sum w * (log1p(exp(-|z|)) + max(z, 0) - y z)`` (``w`` ignored when not weighted),
-    over every core (a fixed split per thread count: the same sum each time)."""
+    """``sum w * (log1p(exp(-|z|)) + max(z, 0) - y z)`` (``w`` ignored when not weighted).
+
+    On every core, in chunks fixed by the number of rows whose sums are added in order
+    (the same result on any number of threads); ``exp`` and ``log1p`` are the
+    vectorised polynomials of :mod:`gdmix.vector_math` (2x faster than libm calls).
+    """
+    n = z.shape[0]
+    n_chunks = min(_LOSS_CHUNKS, max(1, n // _LOSS_BLOCK))
+    part = np.zeros(n_chunks)
+    for c in numba.prange(n_chunks):
+        ez = np.empty(_LOSS_BLOCK)
+        bits = np.empty(_LOSS_BLOCK, dtype=np.int64)
+        stop = n * (c + 1) // n_chunks
+        acc = 0.0
+        for lo in range(n * c // n_chunks, stop, _LOSS_BLOCK):
+            m = min(_LOSS_BLOCK, stop - lo)
+            exp_neg_abs(z[lo : lo + m], ez[:m], bits[:m])
+            log1p_unit(ez[:m], ez[:m])
+            for k in range(m):
+                v = z[lo + k]
+                tail = ez[k] if abs(v) <= 700.0 else 0.0  # exp_neg_abs stops at exp(-700)
+                loss = tail + max(v, 0.0) - y[lo + k] * v
+                acc += w[lo + k] * loss if weighted else loss
+        part[c] = acc
     total = 0.0
-    for i in numba.prange(z.shape[0]):
-        v = z[i]
-        loss = math.log1p(math.exp(-abs(v))) + max(v, 0.0) - y[i] * v
-        total += w[i] * loss if weighted else loss
+    for c in range(n_chunks):
+        total += part[c]
     return total
 
 
