@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from gdmix.config import RandomEffectConfig
 from gdmix.data import entity_keys
 from gdmix.data.entity_keys import distinct_sorted, key_codes
+from gdmix.effects import random_effect
 from gdmix.effects.random_effect import RandomEffect
 from gdmix.solvers import newton
 from gdmix.solvers.newton import score_entities, solve_entities
@@ -158,9 +159,16 @@ def test_the_design_reuses_the_codes_of_the_table_built_on_only(monkeypatch):
     looked_up: list[int] = []
     real = coord._codes
     monkeypatch.setattr(coord, "_codes", lambda ids: looked_up.append(len(ids)) or real(ids))
+    sorts: list[int] = []
+    real_sort = random_effect.counting_sort
+    monkeypatch.setattr(random_effect, "counting_sort",
+                        lambda codes, n: sorts.append(n) or real_sort(codes, n))  # fmt: skip
     expected = coord.entity_ids.get_indexer(frame["user"])
-    np.testing.assert_array_equal(coord.design(frame, "t", training=True).codes, expected)
-    assert looked_up == []  # taken from build
+    design = coord.design(frame, "t", training=True)
+    np.testing.assert_array_equal(design.codes, expected)
+    assert looked_up == [] and sorts == []  # codes and grouping taken from build
+    np.testing.assert_array_equal(design.perm, np.argsort(expected, kind="stable"))
+    np.testing.assert_array_equal(np.diff(design.starts), np.bincount(expected))
     np.testing.assert_array_equal(coord.design(frame, "t").codes, expected)
     assert looked_up == [400]  # taken once only
     np.testing.assert_array_equal(

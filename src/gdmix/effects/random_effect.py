@@ -117,8 +117,10 @@ class RandomEffect(Coordinate):
         self.train_coverage: float | None = None
         #: Refreshes since each entity last had rows (see :func:`gdmix.refresh.refresh`).
         self.entity_age = np.zeros(0, dtype=np.int64)
-        #: The entity codes of the table :meth:`build` last saw, for its design.
-        self._table_codes: tuple[weakref.ref[pd.DataFrame], np.ndarray] | None = None
+        #: The entity codes of the table :meth:`build` last saw, and for a dense shard its
+        #: rows grouped by entity (``counting_sort``), for the design of that table.
+        self._table_codes: tuple[Any, np.ndarray, tuple[np.ndarray, np.ndarray] | None] | None
+        self._table_codes = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -201,9 +203,14 @@ class RandomEffect(Coordinate):
                 f"mode need at most {DENSE_MAX_FEATURES} (dense coefficient storage)"
             )
         codes = self._key_codes(keys, ok)
-        counts = np.bincount(codes, minlength=n)
-        # The training design of this table, built next, takes these codes (once).
-        self._table_codes = (weakref.ref(frame), codes)
+        layout = None
+        if self.features.dense:  # the grouping its training design needs, counts with it
+            layout = counting_sort(codes, n)
+            counts = np.diff(layout[1])
+        else:
+            counts = np.bincount(codes, minlength=n)
+        # The training design of this table, built next, takes these (once).
+        self._table_codes = (weakref.ref(frame), codes, layout)
         self.coef = sp.csr_matrix((n, d)) if sparse else np.zeros((n, d))
         self.intercept = np.zeros(n)
         self.n_rows = counts.astype(np.int64)
@@ -262,14 +269,16 @@ class RandomEffect(Coordinate):
         where = f"{where}, coordinate '{self.name}'"
         ids = check_entity_column(frame, self.config.entity, where)
         kept, self._table_codes = self._table_codes, None
-        codes = kept[1] if kept is not None and kept[0]() is frame else self._codes(ids)
+        if kept is None or kept[0]() is not frame:
+            kept = (None, self._codes(ids), None)
+        codes, grouped = kept[1], kept[2]
         if not training:
             return RandomEffectDesign(self.features.encode(frame, where, matrix=matrix), codes)
         if (codes < 0).any():
             raise ValueError(f"{where}: the training design must use the table build() saw")
         n_entities = len(self.entity_ids)
         if self.features.dense:
-            order, starts = counting_sort(codes, n_entities)
+            order, starts = grouped if grouped is not None else counting_sort(codes, n_entities)
         else:
             order, starts, positions = counting_sort_positions(codes, n_entities)
         layout = EntityLayout(self.entity_ids, codes, order, starts)
