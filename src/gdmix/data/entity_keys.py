@@ -27,6 +27,7 @@ import pandas as pd
 from numba import prange
 
 from gdmix.errors import DataError
+from gdmix.jit_variants import serial_and_parallel
 from gdmix.prefetch import PREFETCH_DISTANCE, prefetch
 
 __all__ = [
@@ -185,8 +186,7 @@ def _table_codes_py(index, keys, lo, hi):  # type: ignore[no-untyped-def]
     return out
 
 
-_table_codes_par = numba.njit(cache=True, parallel=True)(_table_codes_py)
-_table_codes_ser = numba.njit(cache=True)(_table_codes_py)
+_table_codes_ser, _table_codes_par = serial_and_parallel(_table_codes_py)
 
 
 def _table_codes(index: np.ndarray, keys: np.ndarray, lo: np.int64, hi: np.int64) -> np.ndarray:

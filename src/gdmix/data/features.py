@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -44,6 +43,7 @@ from gdmix.data.schema import (
 )
 from gdmix.data.text_features import TextVocabulary, text_values
 from gdmix.errors import DataError
+from gdmix.jit_variants import serial_and_parallel
 
 __all__ = ["FeatureIndex", "scatter_rows"]
 
@@ -59,8 +59,7 @@ def _scatter_py(src, positions, out):
             out[p, j] = src[i, j]
 
 
-_scatter_par = numba.njit(cache=True, parallel=True)(_scatter_py)
-_scatter_ser = numba.njit(cache=True)(_scatter_py)
+_scatter_ser, _scatter_par = serial_and_parallel(_scatter_py)
 
 
 def scatter_rows(src: np.ndarray, positions: np.ndarray, dtype: Any = None) -> np.ndarray:
@@ -114,10 +113,8 @@ def _fill_csr_py(block, indptr, indices, data):  # type: ignore[no-untyped-def]
                 q += 1
 
 
-_row_counts = {True: numba.njit(cache=True, parallel=True)(_row_counts_py),
-               False: numba.njit(cache=True)(_row_counts_py)}  # fmt: skip
-_fill_csr = {True: numba.njit(cache=True, parallel=True)(_fill_csr_py),
-             False: numba.njit(cache=True)(_fill_csr_py)}  # fmt: skip
+_row_counts = dict(zip((False, True), serial_and_parallel(_row_counts_py), strict=True))
+_fill_csr = dict(zip((False, True), serial_and_parallel(_fill_csr_py), strict=True))
 
 
 def _csr_from_dense(block: np.ndarray) -> sp.csr_matrix:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from numba import prange
 
+from gdmix.jit_variants import serial_and_parallel
 from gdmix.prefetch import PREFETCH_DISTANCE, prefetch
 
 __all__ = [
@@ -118,8 +119,7 @@ def _counting_sort_py(codes, n_groups, n_chunks, with_positions):  # type: ignor
     return order, starts, positions
 
 
-_counting_sort_par = numba.njit(cache=True, parallel=True)(_counting_sort_py)
-_counting_sort_ser = numba.njit(cache=True)(_counting_sort_py)
+_counting_sort_ser, _counting_sort_par = serial_and_parallel(_counting_sort_py)
 
 
 def _counting_sort(

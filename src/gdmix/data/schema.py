@@ -12,12 +12,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-import numba
 import numpy as np
 import pandas as pd
 from numba import prange
 
 from gdmix.errors import DataError
+from gdmix.jit_variants import serial_and_parallel
 
 __all__ = [
     "check_entity_column",
@@ -83,8 +83,7 @@ def _first_rows_py(values, first):  # type: ignore[no-untyped-def]
                 break
 
 
-_first_rows_par = numba.njit(cache=True, parallel=True)(_first_rows_py)
-_first_rows_ser = numba.njit(cache=True)(_first_rows_py)
+_first_rows_ser, _first_rows_par = serial_and_parallel(_first_rows_py)
 
 
 def first_non_finite(values: np.ndarray) -> tuple[int, int]:

@@ -40,6 +40,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from gdmix.jit_variants import serial_and_parallel
 from gdmix.solvers.rows import entry_column, entry_value, row_span, skip_entry
 
 __all__ = ["LaplaceTerms", "ModeCache", "laplace_terms"]
@@ -382,8 +383,7 @@ def _pass_py(indptr, indices, data, perm, starts, y, w, offset, entities, chunks
             conv_out[t] = ok
 
 
-_pass_par = numba.njit(cache=True, parallel=True)(_pass_py)
-_pass_ser = numba.njit(cache=True)(_pass_py)
+_pass_ser, _pass_par = serial_and_parallel(_pass_py)
 
 
 class ModeCache:

@@ -30,6 +30,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from gdmix.jit_variants import serial_and_parallel
 from gdmix.solvers.rows import entry_column, entry_value, row_span
 from gdmix.vector_math import INV_LN2, LN2_HI, LN2_LO, exp_neg_poly, log1p_poly
 
@@ -367,5 +368,4 @@ def _solve_groups_py(
                         var_b[e] = work[d, k]
 
 
-solve_groups_par = numba.njit(cache=True, parallel=True, fastmath=_FM)(_solve_groups_py)
-solve_groups_ser = numba.njit(cache=True, fastmath=_FM)(_solve_groups_py)
+solve_groups_ser, solve_groups_par = serial_and_parallel(_solve_groups_py, fastmath=_FM)

@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from numba import prange
 
 from gdmix.data.layout import empty_touched
+from gdmix.jit_variants import serial_and_parallel
 from gdmix.losses import TASK_CODES, task_code
 from gdmix.prefetch import PREFETCH_DISTANCE, prefetch
 from gdmix.solvers.lockstep import LANES, solve_groups_par, solve_groups_ser
@@ -374,10 +375,8 @@ def _score_rows_sparse_py(indptr, indices, data, codes, cptr, cfeat, cval, icpt,
             out[i] = acc
 
 
-_score_rows_par = numba.njit(cache=True, parallel=True)(_score_rows_py)
-_score_rows_ser = numba.njit(cache=True)(_score_rows_py)
-_score_sparse_par = numba.njit(cache=True, parallel=True)(_score_rows_sparse_py)
-_score_sparse_ser = numba.njit(cache=True)(_score_rows_sparse_py)
+_score_rows_ser, _score_rows_par = serial_and_parallel(_score_rows_py)
+_score_sparse_ser, _score_sparse_par = serial_and_parallel(_score_rows_sparse_py)
 
 
 def score_entities(

@@ -18,6 +18,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from gdmix.jit_variants import serial_and_parallel
 from gdmix.losses import pointwise
 from gdmix.solvers.rows import entry_column, entry_value, row_span, skip_entry
 
@@ -387,5 +388,4 @@ def _solve_blocks_py(
                              slot_val, slot_var, var_mode > 0)  # fmt: skip
 
 
-solve_blocks_par = numba.njit(cache=True, parallel=True)(_solve_blocks_py)
-solve_blocks_ser = numba.njit(cache=True)(_solve_blocks_py)
+solve_blocks_ser, solve_blocks_par = serial_and_parallel(_solve_blocks_py)
