@@ -70,3 +70,32 @@ def test_bad_setting_is_rejected(toy_job):
     raw["training"]["train_metrics"] = "sometimes"
     with pytest.raises(ConfigError, match="train_metrics"):
         parse_config(raw)
+
+
+@pytest.mark.parametrize("with_offset", [False, True])
+def test_the_objective_before_training_is_the_loss_at_the_offsets(with_offset):
+    import pandas as pd
+
+    from gdmix.config import DataConfig
+    from gdmix.data.roles import extract_roles
+    from gdmix.task_metrics import loss_sum
+
+    rng = np.random.default_rng(0)
+    n = 500
+    frame = pd.DataFrame({"label": rng.integers(0, 2, n), "w": rng.uniform(0.1, 2.0, n),
+                          "o": rng.normal(size=n)})  # fmt: skip
+    data = DataConfig(label="label", weight="w", offset="o" if with_offset else None)
+    roles = extract_roles(frame, data, "t", need_label=True)
+    table = training._Table("t", roles, {})
+    for name in ("a", "b"):  # coordinates not fitted yet
+        table.scores[name] = table.zero_scores[name] = np.zeros(n)
+    margin = frame["o"].to_numpy() if with_offset else np.zeros(n)
+    expected = loss_sum("logistic", roles.y, margin, roles.weight)
+    assert table.loss_sum() == pytest.approx(expected, rel=1e-13)
+    p = 1.0 / (1.0 + np.exp(-margin))
+    reference = log_loss(roles.y, p, sample_weight=roles.weight) * roles.weight.sum()
+    assert table.loss_sum() == pytest.approx(reference, rel=1e-9)
+    table.scores["a"] = np.full(n, 0.5)  # a fitted coordinate: summed as usual
+    assert table.loss_sum() == pytest.approx(
+        loss_sum("logistic", roles.y, margin + 0.5, roles.weight), rel=1e-13
+    )

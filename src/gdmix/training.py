@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -143,7 +144,11 @@ class _Table:
         assert self.roles.y is not None
         if self._loss is not None and self._unchanged(self._loss[0]):
             return self._loss[1]
-        value = loss_sum(self.task, self.roles.y, self.total(), self.roles.weight)
+        untrained = all(self.zero_scores.get(k) is s for k, s in self.scores.items())
+        if self.task == "logistic" and self.roles.no_offset and untrained:
+            value = math.log(2.0) * float(self.roles.weight.sum())  # every margin is 0
+        else:
+            value = loss_sum(self.task, self.roles.y, self.total(), self.roles.weight)
         self._loss = (list(self.scores.items()), value)
         return value
 

@@ -31,6 +31,8 @@ class RoleColumns:
     weight: np.ndarray
     offset: np.ndarray
     uid: pd.Series | None
+    #: Whether ``offset`` is all zeros because the table has no offset column.
+    no_offset: bool = False
 
 
 def extract_roles(
@@ -92,4 +94,4 @@ def extract_roles(
     if data.uid is not None and (need_uid or data.uid in frame.columns):
         require_columns(frame, [data.uid], where)
         uid = frame[data.uid]
-    return RoleColumns(y, weight, offset, uid)
+    return RoleColumns(y, weight, offset, uid, no_offset=data.offset is None)
