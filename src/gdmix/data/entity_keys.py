@@ -28,7 +28,6 @@ from numba import prange
 
 from gdmix.errors import DataError
 from gdmix.jit_variants import serial_and_parallel
-from gdmix.prefetch import PREFETCH_DISTANCE, prefetch
 
 __all__ = [
     "KeyKind",
@@ -179,8 +178,6 @@ def _table_codes_py(index, keys, lo, hi):  # type: ignore[no-untyped-def]
     n = keys.shape[0]
     out = np.empty(n, dtype=np.int64)
     for i in prange(n):
-        if i + PREFETCH_DISTANCE < n:
-            prefetch(table, keys[i + PREFETCH_DISTANCE] - lo)  # a hint: any address will do
         k = keys[i]
         out[i] = table[k - lo] if lo <= k <= hi else -1
     return out

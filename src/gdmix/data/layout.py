@@ -17,7 +17,6 @@ import pandas as pd
 from numba import prange
 
 from gdmix.jit_variants import serial_and_parallel
-from gdmix.prefetch import PREFETCH_DISTANCE, prefetch
 
 __all__ = [
     "EntityLayout",
@@ -80,13 +79,8 @@ def _counting_sort_py(codes, n_groups, n_chunks, with_positions):  # type: ignor
     if bad > 0:
         raise ValueError("codes must lie in [0, n_groups)")
     slots = np.zeros((n_chunks, n_groups), dtype=np.int64)
-    far, near = 2 * PREFETCH_DISTANCE, PREFETCH_DISTANCE
     for k in prange(n_chunks):
-        base = k * n_groups  # slots[k, c] is slots' element base + c
-        hi = n * (k + 1) // n_chunks
-        for i in range(n * k // n_chunks, hi):
-            if i + near < hi:
-                prefetch(slots, base + codes[i + near])
+        for i in range(n * k // n_chunks, n * (k + 1) // n_chunks):
             slots[k, codes[i]] += 1
     starts = np.zeros(n_groups + 1, dtype=np.int64)
     running = 0
@@ -102,14 +96,7 @@ def _counting_sort_py(codes, n_groups, n_chunks, with_positions):  # type: ignor
         order[i] = 0
     positions = np.empty(n if with_positions else 0, dtype=np.int64)
     for k in prange(n_chunks):
-        base = k * n_groups
-        hi = n * (k + 1) // n_chunks
-        for i in range(n * k // n_chunks, hi):
-            # two stages ahead: a row's slot, then (its slot read by now) its place in order
-            if i + far < hi:
-                prefetch(slots, base + codes[i + far])
-            if i + near < hi:
-                prefetch(order, slots[k, codes[i + near]])
+        for i in range(n * k // n_chunks, n * (k + 1) // n_chunks):
             c = codes[i]
             p = slots[k, c]
             order[p] = i
