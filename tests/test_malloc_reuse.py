@@ -17,7 +17,8 @@ from gdmix.malloc_reuse import reuse_freed_memory
 _PROBE = """
 import json, resource, sys
 import numpy as np
-np._core.multiarray._set_madvise_hugepage(False)  # 4 KiB pages: faults are countable
+core = getattr(np, "_core", None) or np.core  # numpy 2 / numpy 1.26
+core.multiarray._set_madvise_hugepage(False)  # 4 KiB pages: faults are countable
 if sys.argv[1] == "1":
     from gdmix.malloc_reuse import reuse_freed_memory
     assert reuse_freed_memory()
