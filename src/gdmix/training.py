@@ -320,8 +320,8 @@ class _Trainer:
             if "auto" in params.values():  # the prior is estimated, not searched
                 t = self.train
                 others = others_terms(
-                    self.coords, t.designs, t.roles.y, t.roles.weight, t.total(), t.scores,
-                    coord.name,
+                    self.coords, t.designs, t.roles.y, t.roles.weight, offsets[t.name],
+                    t.scores, coord.name,
                 )  # fmt: skip
                 diag = fit_with_estimated_prior(
                     coord, t.designs[coord.name], t.roles.y, t.roles.weight, offsets[t.name],

@@ -202,7 +202,7 @@ def others_terms(
     designs: dict[str, Any],
     y: np.ndarray,
     weight: np.ndarray,
-    total: np.ndarray,
+    base: np.ndarray,
     scores: dict[str, np.ndarray],
     name: str,
 ) -> Callable[[np.ndarray], tuple[np.ndarray, float]] | None:
@@ -211,17 +211,17 @@ def others_terms(
     table row (summed) and ``value`` their ``-1/2 sum log det H`` (see
     :func:`estimate_prior`).
 
-    ``total`` is the table's current total score and ``scores`` every coordinate's
-    current training scores; only fitted random effects with dense coefficients and a
-    training design take part.
+    ``base`` is the table's offset plus every coordinate's current score but ``name``'s
+    (the offsets ``name`` is fitted against) and ``scores`` every coordinate's current
+    training scores; only fitted random effects with dense coefficients and a training
+    design take part.
     """
     others = [c for c in coords if c.name != name and _dense_random(c, designs.get(c.name))]
     if not others:
         return None
-    base = total - scores[name]
 
     def share(mine: np.ndarray) -> tuple[np.ndarray, float]:
-        rho = np.zeros(len(total))
+        rho = np.zeros(len(base))
         value = 0.0
         for c in others:
             design = designs[c.name]
