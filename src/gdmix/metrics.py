@@ -20,7 +20,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from gdmix.errors import DataError
-from gdmix.vector_math import exp_neg_abs, log1p_unit
+from gdmix.vector_math import FMA_ONLY, exp_neg_abs, log1p_unit
 
 __all__ = ["BinaryEvaluator", "evaluate", "grouped_auc", "log_loss", "roc_auc"]
 
@@ -141,7 +141,7 @@ _LOSS_BLOCK = 512
 _LOSS_CHUNKS = 64
 
 
-@numba.njit(cache=True, parallel=True, fastmath={"contract"})
+@numba.njit(cache=True, parallel=True, fastmath=FMA_ONLY)
 def _logit_loss_sum(y: np.ndarray, z: np.ndarray, w: np.ndarray, weighted: bool) -> float:
     """``sum w * (log1p(exp(-|z|)) + max(z, 0) - y z)`` (``w`` ignored when not weighted).
 

@@ -13,11 +13,12 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["INV_LN2", "LN2_HI", "LN2_LO", "exp_neg_abs", "exp_neg_poly", "log1p_poly",
+__all__ = ["FMA_ONLY", "INV_LN2", "LN2_HI", "LN2_LO", "exp_neg_abs", "exp_neg_poly", "log1p_poly",
            "log1p_unit"]  # fmt: skip
 
-# Fused multiply-add only: exact IEEE semantics otherwise (NaN/inf checks stay meaningful).
-_FM = {"contract"}
+#: numba ``fastmath`` flags of these kernels and their callers: fused multiply-add only,
+#: exact IEEE semantics otherwise (NaN/inf checks stay meaningful).
+FMA_ONLY = {"contract"}
 
 #: ln(2) split in two for an exact range reduction, and 1 / ln(2).
 LN2_HI = 6.93147180369123816490e-01
@@ -25,7 +26,7 @@ LN2_LO = 1.90821492927058770002e-10
 INV_LN2 = 1.44269504088896338700e00
 
 
-@numba.njit(cache=True, inline="always", fastmath=_FM)
+@numba.njit(cache=True, inline="always", fastmath=FMA_ONLY)
 def exp_neg_poly(r):
     """exp(-r) for |r| <= ln(2)/2: Taylor series to degree 13."""
     q = -1.0 / 6227020800.0
@@ -44,7 +45,7 @@ def exp_neg_poly(r):
     return q * r + 1.0
 
 
-@numba.njit(cache=True, inline="always", fastmath=_FM)
+@numba.njit(cache=True, inline="always", fastmath=FMA_ONLY)
 def log1p_poly(x):
     """log1p(x) for 0 <= x <= 1: 2 atanh(x / (2 + x)), series in s^2 <= 1/9."""
     s = x / (2.0 + x)
@@ -70,7 +71,7 @@ def log1p_poly(x):
     return 2.0 * s * q
 
 
-@numba.njit(cache=True, fastmath=_FM)
+@numba.njit(cache=True, fastmath=FMA_ONLY)
 def exp_neg_abs(z, out, bits):
     """``out = exp(-|z|)`` elementwise (1-D); ``bits`` is int64 scratch of the same size."""
     for k in range(z.shape[0]):
@@ -83,7 +84,7 @@ def exp_neg_abs(z, out, bits):
         out[k] *= scale[k]
 
 
-@numba.njit(cache=True, fastmath=_FM)
+@numba.njit(cache=True, fastmath=FMA_ONLY)
 def log1p_unit(x, out):
     """``out = log1p(x)`` elementwise for ``0 <= x <= 1``."""
     for k in range(x.shape[0]):

@@ -32,16 +32,14 @@ from numba import prange
 
 from gdmix.jit_variants import serial_and_parallel
 from gdmix.solvers.rows import entry_column, entry_value, row_span
-from gdmix.vector_math import INV_LN2, LN2_HI, LN2_LO, exp_neg_poly, log1p_poly
+from gdmix.vector_math import FMA_ONLY, INV_LN2, LN2_HI, LN2_LO, exp_neg_poly, log1p_poly
 
 __all__ = ["LANES", "solve_groups_par", "solve_groups_ser"]
 
 LANES = 64
-# Fused multiply-add only: exact IEEE semantics otherwise (NaN/inf checks stay meaningful).
-_FM = {"contract"}
 
 
-@numba.njit(cache=True, fastmath=_FM)
+@numba.njit(cache=True, fastmath=FMA_ONLY)
 def _objective(X, ys, ss, os_, m, p, pen, mu, beta, z, ez, f, bits):
     """Objective of every lane at ``beta``; fills margins ``z`` and ``exp(-|z|)``."""
     nl = z.shape[1]
@@ -70,7 +68,7 @@ def _objective(X, ys, ss, os_, m, p, pen, mu, beta, z, ez, f, bits):
             f[k] += ss[r, k] * (max(zz, 0.0) - ys[r, k] * zz + log1p_poly(ee))
 
 
-@numba.njit(cache=True, fastmath=_FM)
+@numba.njit(cache=True, fastmath=FMA_ONLY)
 def _gradient(X, ys, ss, m, p, pen, mu, beta, z, ez, w2, g):
     """Gradient of every lane; stores the Hessian row weights in ``w2``."""
     nl = z.shape[1]
@@ -90,7 +88,7 @@ def _gradient(X, ys, ss, m, p, pen, mu, beta, z, ez, w2, g):
                 g[c, k] += z[r, k] * X[r, c, k]
 
 
-@numba.njit(cache=True, fastmath=_FM)
+@numba.njit(cache=True, fastmath=FMA_ONLY)
 def _hessian(X, m, p, pen, w2, H, xw):
     """Lower triangle of every lane's Hessian (``xw``: a (p, lanes) scratch buffer)."""
     nl = w2.shape[1]
@@ -110,7 +108,7 @@ def _hessian(X, m, p, pen, w2, H, xw):
                     H[c, c2, k] += xw[c, k] * X[r, c2, k]
 
 
-@numba.njit(cache=True, fastmath=_FM)
+@numba.njit(cache=True, fastmath=FMA_ONLY)
 def _cholesky(H, p, ok):
     """In-place lower Cholesky of every lane; ``ok[k]`` False where not positive definite."""
     nl = H.shape[2]
@@ -135,7 +133,7 @@ def _cholesky(H, p, ok):
                 H[i, j, k] /= H[j, j, k]
 
 
-@numba.njit(cache=True, fastmath=_FM)
+@numba.njit(cache=True, fastmath=FMA_ONLY)
 def _chol_solve(L, g, p, out):
     """Solve ``L L^T out = g`` for every lane."""
     nl = g.shape[1]
@@ -155,7 +153,7 @@ def _chol_solve(L, g, p, out):
             out[i, k] /= L[i, i, k]
 
 
-@numba.njit(cache=True, fastmath=_FM)
+@numba.njit(cache=True, fastmath=FMA_ONLY)
 def _inverse_diagonal(L, p, out, work):
     """``diag((L L^T)^-1)`` for every lane: sum of squares of the columns of ``L^-1``."""
     nl = out.shape[1]
@@ -368,4 +366,4 @@ def _solve_groups_py(
                         var_b[e] = work[d, k]
 
 
-solve_groups_ser, solve_groups_par = serial_and_parallel(_solve_groups_py, fastmath=_FM)
+solve_groups_ser, solve_groups_par = serial_and_parallel(_solve_groups_py, fastmath=FMA_ONLY)
