@@ -227,6 +227,24 @@ def test_min_rows_leaves_small_entities_without_a_model():
     assert 999 not in u.coefficient_table()["entity_id"].tolist()
 
 
+def test_random_effect_penalty_is_the_priors_sum_of_squares():
+    """The objective's random-effect term: l2/2 ||w_e||^2 + intercept_l2/2 b_e^2 summed
+    over the entities with a model (all of them, or all but one below min_rows)."""
+    frame = _simulate(9, 2000, 10, 8)
+    extra = frame.iloc[:2].copy()
+    extra["user"] = 999
+    frame = pd.concat([frame, extra], ignore_index=True)
+    for min_rows in (1, 3):
+        config = _config(1)
+        config.coordinates[1].min_rows = min_rows
+        u = gdmix.fit(config, frame)["u"]
+        keep = u.has_model
+        assert keep.sum() == (len(keep) if min_rows == 1 else len(keep) - 1)
+        expected = 0.5 * (2.0 * np.sum(u.coef[keep] ** 2)
+                          + u.intercept_l2 * np.sum(u.intercept[keep] ** 2))  # fmt: skip
+        assert u.penalty() == pytest.approx(expected, rel=1e-12)
+
+
 def test_max_rows_downsamples_with_reweighting():
     frame = _simulate(9, 3000, 3, 4)  # ~1000 rows per user
     config = _config(1)

@@ -472,9 +472,16 @@ class RandomEffect(Coordinate):
             b_term = self.intercept_l2 * float((b**2).sum()) if self.config.intercept else 0.0
             return 0.5 * (w_term + b_term)
         if prior is None:
-            coef = self.coef[self.has_model]
-            sq = float(coef.multiply(coef).sum()) if sp.issparse(coef) else float((coef**2).sum())
-            b_term = self.intercept_l2 * float((b**2).sum()) if self.config.intercept else 0.0
+            # Sums of squares without temporaries (1M x 10 coefficients: 160 MB of fresh
+            # arrays otherwise): every entity usually has a model, so no selection either.
+            everyone = bool(self.has_model.all())
+            coef = self.coef if everyone else self.coef[self.has_model]
+            if sp.issparse(coef):
+                sq = float(coef.multiply(coef).sum())
+            else:
+                flat = np.ascontiguousarray(coef).reshape(-1)
+                sq = float(np.dot(flat, flat))
+            b_term = self.intercept_l2 * float(np.dot(b, b)) if self.config.intercept else 0.0
             return 0.5 * (self.l2 * sq + b_term)
         keep = self.has_model
         dense = self.coef.toarray() if sp.issparse(self.coef) else self.coef
