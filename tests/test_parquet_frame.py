@@ -125,3 +125,67 @@ def test_huge_page_advice_is_dropped_only_where_the_kernel_compacts_for_it(tmp_p
     monkeypatch.delenv("GDMIX_NUMPY_HUGEPAGES")
     assert avoid_compaction_stalls(setting) is True
     assert calls == [False]
+
+
+def test_float_columns_are_checked_finite_as_they_are_copied(tmp_path, monkeypatch):
+    """Within a training call's block the copy records which float columns are finite
+    (NaN or inf in any batch, or a null, leaves a column unrecorded); outside one
+    nothing is recorded."""
+    from gdmix.data.schema import known_finite, shared_finite_checks
+
+    monkeypatch.setattr(parquet_frame, "BATCH_ROWS", 5)  # several batches per file
+    df = _frame(40)
+    df.loc[33, "y"] = np.inf  # in the last batch only
+    df.loc[2, "f32"] = np.nan
+    df["z"] = df.x.where(df.index != 7)  # a null
+    df["w"] = -df.x
+    path = tmp_path / "t.parquet"
+    pa_table = pa.Table.from_pandas(df, preserve_index=False)
+    pq.write_table(pa_table.set_column(pa_table.schema.get_field_index("z"), "z",
+                                       pa.array(df.z, from_pandas=True)), path)  # fmt: skip
+    with shared_finite_checks():
+        frame = read_table(path)
+        assert known_finite(frame, ["x", "w"], np.float64)
+        for column in ("y", "f32", "z"):
+            assert not known_finite(frame, [column], np.float64)
+        assert not known_finite(frame, ["x"], np.float32)  # float32 might overflow
+    pd.testing.assert_frame_equal(frame, pq.read_table(path).to_pandas())
+    assert frame.z.isna().sum() == 1 and np.isinf(frame.y).sum() == 1
+    assert not known_finite(read_table(path), ["x"], np.float64)  # no block: not recorded
+
+    df = _frame(40)  # a finite float32 column stays finite as float64
+    df.to_parquet(path)
+    with shared_finite_checks():
+        frame = read_table(path)
+        assert known_finite(frame, ["f32"], np.float32)
+        assert known_finite(frame, ["f32"], np.float64)
+
+
+def test_training_from_files_still_rejects_non_finite_features(tmp_path):
+    """What the read records does not let NaN or inf through: ``fit`` on files reports
+    the column as it does for a DataFrame."""
+    import gdmix
+    from gdmix.config import parse_config
+    from gdmix.errors import DataError
+
+    rng = np.random.default_rng(3)
+    n = 300
+    frame = pd.DataFrame({
+        "x": rng.normal(size=n), "v": rng.normal(size=n),
+        "user": rng.integers(0, 10, n), "label": rng.integers(0, 2, n),
+    })  # fmt: skip
+    config = parse_config({
+        "coordinates": [
+            {"name": "fe", "type": "fixed", "features": {"numeric": ["x", "v"]}},
+            {"name": "u", "type": "random", "entity": "user", "features": {"numeric": ["v"]}},
+        ],
+        "training": {"n_passes": 1, "progress": False},
+    })  # fmt: skip
+    path = tmp_path / "train.parquet"
+    frame.to_parquet(path)
+    gdmix.fit(config, path)  # finite: trains
+    for bad in (np.nan, np.inf):
+        frame.loc[250, "v"] = bad
+        frame.to_parquet(path)
+        with pytest.raises(DataError, match="'v'"):
+            gdmix.fit(config, path)

@@ -636,13 +636,15 @@ def fit(
         train = config.data.train
     if validation is None and config.data.validation is not None:
         validation = config.data.validation
-    train_frame = read_table(train)
-    val_frame = read_table(validation) if validation is not None else None
-    matrices, val_matrices = table_matrices(
-        config, train_frame, val_frame, features, validation_features, feature_names
-    )
-    start = time.perf_counter()
-    with shared_finite_checks():  # coordinates reading the same columns check them once
+    # Coordinates reading the same columns check them once; the tables this call reads
+    # itself are checked as they are read.
+    with shared_finite_checks():
+        train_frame = read_table(train)
+        val_frame = read_table(validation) if validation is not None else None
+        matrices, val_matrices = table_matrices(
+            config, train_frame, val_frame, features, validation_features, feature_names
+        )
+        start = time.perf_counter()
         trainer = _Trainer(
             config, train_frame, val_frame, list(callbacks or []), trust_custom_code,
             matrices=matrices, validation_matrices=val_matrices,

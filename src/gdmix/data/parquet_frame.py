@@ -9,6 +9,11 @@ batches into it as the scanner decodes them (one file in flight), so that the pe
 the DataFrame plus about one file. Other columns (strings, dictionaries, lists,
 partition keys) are converted by pyarrow as before, from their own Arrow columns only.
 
+Within a :func:`gdmix.data.schema.shared_finite_checks` block (a training call reading
+its own tables), the float columns are checked finite in the same pass as the copy and
+recorded as such, so that the feature blocks need no second pass over the data (on 20M
+rows x 10 columns a pass over 1.6 GB). Outside such a block nothing is recorded.
+
 It gives the frame :func:`gdmix.data.io.read_table` would give, or ``None`` where it
 cannot promise that (nulls in an integer or boolean column, an index stored as a
 column, pandas dtypes other than plain numpy ones); the caller then reads the usual
@@ -20,10 +25,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+
+from gdmix.data.schema import mark_finite, recording_finite
 
 __all__ = ["arrow_to_pandas", "plain_parquet_files", "read_parquet_frame"]
 
@@ -63,6 +71,35 @@ def arrow_to_pandas(table: pa.Table, *, self_destruct: bool = False) -> pd.DataF
         return table.to_pandas(types_mapper=mapper, self_destruct=self_destruct)
     except (TypeError, NotImplementedError):  # metadata naming a dtype pandas cannot build
         return table.to_pandas(ignore_metadata=True, types_mapper=mapper)
+
+
+@numba.njit(cache=True, nogil=True)
+def _copy_count_non_finite(src, dst):  # type: ignore[no-untyped-def]
+    """``dst[:] = src``, returning how many values are NaN or infinite (one pass)."""
+    bad = 0
+    for i in range(src.shape[0]):
+        v = src[i]
+        dst[i] = v
+        bad += (v - v) != 0  # NaN for NaN and +-inf, 0 otherwise: a branch-free test
+    return bad
+
+
+def _copy_batch(array: pa.Array, out: np.ndarray, check: bool) -> bool:
+    """Copy one batch's column into ``out``; returns whether its values are all finite
+    (only known when ``check``, for float columns without nulls; else False)."""
+    if check and array.null_count == 0 and out.dtype.kind == "f" and len(array):
+        src = array.to_numpy(zero_copy_only=True)
+        if src.dtype == out.dtype:
+            return bool(_copy_count_non_finite(src, out) == 0)
+    out[:] = array.to_numpy(zero_copy_only=False)
+    return False
+
+
+def _finite_dtypes(dtype: np.dtype) -> list[np.dtype]:
+    """The dtypes in which a finite column of ``dtype`` stays finite."""
+    if dtype.kind == "f" and dtype.itemsize < 8:
+        return [dtype, np.dtype(np.float64)]
+    return [dtype]
 
 
 def _dataset(path: Path) -> ds.Dataset:
@@ -153,6 +190,8 @@ def read_parquet_frame(path: Path, columns: list[str] | None) -> pd.DataFrame | 
     blocks = {dt: np.empty((len(cols), n), dtype=dt) for dt, cols in by_dtype.items()}
     dense = {name: blocks[dt][i] for dt, cols in by_dtype.items() for i, name in enumerate(cols)}
     other: dict[str, list[pa.Array]] = {name: [] for name in names if dtypes[name] is None}
+    check = recording_finite()
+    finite = {name: check and dense[name].dtype.kind == "f" for name in dense}
     start = 0
     batches = dataset.to_batches(
         columns=names,
@@ -168,7 +207,8 @@ def read_parquet_frame(path: Path, columns: list[str] | None) -> pd.DataFrame | 
             if name in dense:
                 if array.null_count and dense[name].dtype.kind != "f":
                     return None  # pandas makes floats (or objects) of integers with nulls
-                dense[name][start:stop] = array.to_numpy(zero_copy_only=False)
+                ok = _copy_batch(array, dense[name][start:stop], finite[name])
+                finite[name] = finite[name] and ok
             else:
                 other[name].append(array)
         start = stop
@@ -197,7 +237,12 @@ def read_parquet_frame(path: Path, columns: list[str] | None) -> pd.DataFrame | 
     # The allocator keeps the decoded batches' pages for reuse; the table is read, so
     # hand them back (on 20M rows about 1 GB that would count to the job's peak).
     pa.default_memory_pool().release_unused()
-    return frame if list(frame.columns) == names else frame[names]
+    frame = frame if list(frame.columns) == names else frame[names]
+    for dt, cols in by_dtype.items():
+        checked = [c for c in cols if finite[c]]
+        for as_dtype in _finite_dtypes(dt):
+            mark_finite(frame, checked, as_dtype)
+    return frame
 
 
 def plain_parquet_files(source: object) -> list[Path] | None:

@@ -28,6 +28,7 @@ __all__ = [
     "first_non_finite",
     "known_finite",
     "mark_finite",
+    "recording_finite",
     "require_columns",
     "shared_finite_checks",
 ]
@@ -53,6 +54,12 @@ def shared_finite_checks() -> Iterator[None]:
         yield
     finally:
         _FINITE.reset(token)
+
+
+def recording_finite() -> bool:
+    """Whether a :func:`shared_finite_checks` block is open (what :func:`mark_finite`
+    records is then used)."""
+    return _FINITE.get() is not None
 
 
 def known_finite(frame: pd.DataFrame, columns: list[str], dtype: Any) -> bool:
