@@ -148,11 +148,7 @@ def child(config: Path, out: Path, started: float) -> int:
         _timed(BucketFiles, "read", "streaming: bucket reads")
         _timed(sm, "write_coefficients", "streaming: bucket coefficients written")
         _timed(sm._StreamingJob, "_train_pass", "streaming: objective pass (log loss)")
-    from gdmix.hugepages import avoid_compaction_stalls
-    from gdmix.malloc_reuse import reuse_freed_memory
-
-    avoid_compaction_stalls()  # as the gdmix command does before main
-    reuse_freed_memory()
+    gdmix.cli.command_process("train")  # as the gdmix command does before main
     t_main = time.perf_counter()
     status = gdmix.cli.main(["-q", "train", "--config", str(config), "--overwrite"])
     _STEPS["python start + imports"] = startup + imports
