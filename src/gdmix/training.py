@@ -21,7 +21,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from gdmix.config import GDMixConfig, coordinate_columns
 from gdmix.data.column_kinds import check_column_kinds, column_kinds
@@ -537,6 +536,8 @@ def _progress_factory(enabled: bool) -> Callable[..., Any] | None:
         return None
 
     def make(total: int, desc: str) -> Any:
+        from tqdm.auto import tqdm  # imported when a bar is shown (asyncio comes with it)
+
         return tqdm(total=total, desc=desc, unit="entity", leave=False, disable=None)
 
     return make

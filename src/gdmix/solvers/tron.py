@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-import scipy.linalg
 
 __all__ = [
     "MinimizeResult",
@@ -260,6 +259,8 @@ def trust_region_newton(
 
 def newton_direction(H: np.ndarray, g: np.ndarray) -> np.ndarray:
     """``-H^{-1} g`` by Cholesky; a least-squares solution when ``H`` is singular."""
+    import scipy.linalg  # only here (40 ms to import, for every command otherwise)
+
     try:
         factor = scipy.linalg.cho_factor(H, check_finite=False)
         d = -scipy.linalg.cho_solve(factor, g, check_finite=False)
