@@ -316,7 +316,8 @@ class _Trainer:
             announce_compilation()
         for candidate, params in enumerate(candidates):
             start = time.perf_counter()
-            if "auto" in params.values():  # the prior is estimated, not searched
+            estimated = "auto" in params.values()
+            if estimated:  # the prior is estimated, not searched
                 t = self.train
                 others = others_terms(
                     self.coords, t.designs, t.roles.y, t.roles.weight, offsets[t.name],
@@ -337,7 +338,16 @@ class _Trainer:
                     **params,
                 )
             seconds = time.perf_counter() - start
-            new_scores = {t.name: coord.score(t.designs[coord.name]) for t in self._tables()}
+            # The solver may have written the training rows' scores as it solved (not
+            # after an estimated prior's several fits: they are taken, and dropped).
+            written = coord.take_fit_scores(self.train.designs[coord.name])
+            if estimated:
+                written = None
+            new_scores = {
+                t.name: written if t is self.train and written is not None
+                else coord.score(t.designs[coord.name])
+                for t in self._tables()
+            }  # fmt: skip
             record = new_record(pass_no, coord, params, candidate)
             goodness = -np.inf
             for t in self._tables():

@@ -100,6 +100,12 @@ class Coordinate(ABC):
     def score(self, design: Any) -> np.ndarray:
         """Per-row score (logit contribution) of ``design``."""
 
+    def take_fit_scores(self, design: Any) -> np.ndarray | None:
+        """Scores of ``design`` (the training design of the last :meth:`fit`) that the
+        fit computed on the way, or None: :meth:`score` then computes them. Taken once,
+        right after the fit."""
+        return None
+
     @abstractmethod
     def get_state(self) -> dict[str, Any]:
         """Copy of the fitted parameters (for keeping the best model seen)."""
