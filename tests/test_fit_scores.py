@@ -82,7 +82,9 @@ def _coordinate(**options):
         "coordinates": [{"name": "u", "type": "random", "entity": "user", "l2": 1.0,
                          "features": {"numeric": ["x0", "x1", "x2"]}, **options}],
     })  # fmt: skip
-    return make_coordinate(config.coordinates[0])
+    coord = make_coordinate(config.coordinates[0])
+    coord.keep_fit_scores = True  # as the trainer sets it
+    return coord
 
 
 @pytest.mark.parametrize("options", [{}, {"min_rows": 5}, {"variance": "simple"}])
@@ -123,3 +125,31 @@ def test_no_hand_over_when_it_cannot_be_trusted():
     coord.fit(design, y, ones, zeros, l2=1.0)
     coord.set_state(coord.get_state())  # coefficients replaced after the fit
     assert coord.take_fit_scores(design) is None
+    coord.keep_fit_scores = False  # not asked for: nothing kept
+    coord.fit(design, y, ones, zeros, l2=1.0)
+    assert coord._fit_scores is None
+
+
+def test_training_with_handed_over_scores_matches_the_models_scores():
+    """End to end: the training-set log loss the trainer reports after the random
+    effect's update (from the scores the solver wrote) is the one of the saved model's
+    scores."""
+    import gdmix
+    from gdmix.metrics import log_loss
+
+    frame = _frame(5)
+    config = parse_config({
+        "coordinates": [
+            {"name": "fe", "type": "fixed", "features": {"numeric": ["x0", "x1"]}},
+            {"name": "u", "type": "random", "entity": "user", "l2": 1.0,
+             "features": {"numeric": ["x0", "x1", "x2"]}},
+        ],
+        "training": {"n_passes": 2, "progress": False, "train_metrics": "always"},
+    })  # fmt: skip
+    records = []
+    model = gdmix.fit(config, frame, callbacks=[records.append])
+    last = [r for r in records if r["coordinate"] == "u"][-1]
+    total = model.score(frame)["total"].to_numpy()
+    expected = log_loss(frame.label.to_numpy(dtype=float), 1 / (1 + np.exp(-total)))
+    assert last["train_log_loss"] == pytest.approx(expected, rel=1e-12)
+    assert not model["u"].keep_fit_scores  # only while the trainer runs

@@ -660,7 +660,13 @@ def fit(
             config, train_frame, val_frame, list(callbacks or []), trust_custom_code,
             matrices=matrices, validation_matrices=val_matrices,
         )  # fmt: skip
-    model = trainer.run()
+    for c in trainer.coords:  # _update takes the training scores a fit computes
+        c.keep_fit_scores = True
+    try:
+        model = trainer.run()
+    finally:
+        for c in trainer.coords:
+            c.keep_fit_scores = False
     model.lineage = {
         "mode": "train",
         "data": {"train": _data_entry(train, train_frame)},

@@ -468,7 +468,9 @@ class RandomEffect(Coordinate):
         dense design in table order whose layout lists every row of each entity (no
         down-sampling), dense coefficients and the logistic task (the lockstep kernel)."""
         dense = design.order is None and isinstance(design.X, np.ndarray)
-        if not dense or design.weight_multiplier is not None or sp.issparse(self.coef):
+        if not self.keep_fit_scores or not dense or design.weight_multiplier is not None:
+            return None
+        if sp.issparse(self.coef):
             return None
         if self.config.task != "logistic" or design.layout is None:
             return None
