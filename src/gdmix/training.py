@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from gdmix.array_sums import sum_in_order
 from gdmix.config import GDMixConfig, coordinate_columns
 from gdmix.data.column_kinds import check_column_kinds, column_kinds
 from gdmix.data.io import TableLike, check_table_type, read_table
@@ -105,17 +106,17 @@ class _Table:
 
     def _sum(self, exclude: str | None = None) -> np.ndarray:
         """``offset`` plus the scores of every coordinate but ``exclude``, added in the
-        coordinates' order; the zeros of coordinates not fitted yet are left out (one
-        pass fewer each, the same floats)."""
+        coordinates' order on all threads; the zeros of coordinates not fitted yet, and
+        the offset when the table has none, are left out (one pass fewer each, the same
+        values)."""
         parts = [
             s for k, s in self.scores.items() if k != exclude and self.zero_scores.get(k) is not s
         ]
-        if not parts:
-            return self.roles.offset.copy()
-        out = np.add(self.roles.offset, parts[0])
-        for s in parts[1:]:
-            out += s
-        return out
+        if not parts and self.roles.no_offset:
+            return np.zeros_like(self.roles.offset)
+        if not self.roles.no_offset:
+            parts = [self.roles.offset, *parts]
+        return sum_in_order(parts)
 
     def metrics(self, total: np.ndarray | None = None) -> dict[str, float]:
         """The task's metrics of ``total`` (default: the table's current total score):
