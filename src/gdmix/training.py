@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from gdmix.array_sums import sum_in_order
+from gdmix.array_kernels import max_abs, sum_in_order
 from gdmix.config import GDMixConfig, coordinate_columns
 from gdmix.data.column_kinds import check_column_kinds, column_kinds
 from gdmix.data.io import TableLike, check_table_type, read_table
@@ -510,7 +510,7 @@ def _unpenalised(coord: Coordinate, params: dict[str, Any]) -> bool:
 
 def _check_convergence(coord: Coordinate, record: dict[str, Any], scores: np.ndarray) -> None:
     """Mark in ``record`` and log when a fit did not converge or its scores run off."""
-    largest = max(float(scores.max()), -float(scores.min())) if len(scores) else 0.0
+    largest = max_abs(scores)
     record["max_abs_score"] = largest
     params = record["params"]
     if params.get("intercept_l2", 0) is None:

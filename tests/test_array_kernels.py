@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gdmix.array_sums import PARALLEL_MIN_SIZE, sum_in_order
+from gdmix.array_kernels import PARALLEL_MIN_SIZE, max_abs, sum_in_order
 
 
 @pytest.mark.parametrize("n", [10, PARALLEL_MIN_SIZE + 3])
@@ -31,3 +31,16 @@ def test_other_layouts_and_dtypes_are_added_by_numpy():
     np.testing.assert_array_equal(sum_in_order([a, b]), a + b)
     with pytest.raises(ValueError, match="nothing"):
         sum_in_order([])
+
+
+@pytest.mark.parametrize("n", [0, 10, PARALLEL_MIN_SIZE + 3])
+def test_max_abs(n):
+    rng = np.random.default_rng(n)
+    a = rng.normal(size=n) * 1e3
+    expected = float(np.abs(a).max()) if n else 0.0
+    assert max_abs(a) == expected
+    if n:
+        a[n // 2] = -1e9  # a negative extreme counts by its size
+        assert max_abs(a) == 1e9
+        a[n // 3] = np.nan
+        assert np.isnan(max_abs(a))

@@ -1,9 +1,10 @@
-"""Element-wise sums of large float64 arrays on every thread, in a fixed order.
+"""Passes over large float64 arrays (one value per table row) on every thread.
 
 The trainer adds score arrays of every table row (offsets for each coordinate's update,
-the total score) many times per pass: on 20M rows each numpy addition is one thread
-over 480 MB of memory traffic. :func:`sum_in_order` adds up to three arrays per pass
-on all threads, left to right, so that the floats are numpy's ``(a + b) + c``.
+the total score) many times per pass, and checks each update's scores: on 20M rows each
+numpy addition or reduction is one thread over hundreds of MB. :func:`sum_in_order`
+adds up to three arrays per pass on all threads, left to right, so that the floats are
+numpy's ``(a + b) + c``; :func:`max_abs` is ``max(|a|)`` in one pass.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numba
 import numpy as np
 from numba import prange
 
-__all__ = ["sum_in_order"]
+__all__ = ["max_abs", "sum_in_order"]
 
 #: Arrays shorter than this are added by numpy (waking threads costs more).
 PARALLEL_MIN_SIZE = 1 << 20
@@ -68,3 +69,23 @@ def sum_in_order(arrays: Sequence[np.ndarray]) -> np.ndarray:
     for a in arrays[3:]:
         _add2(out, a, out)
     return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _max_abs(a):  # type: ignore[no-untyped-def]
+    largest = 0.0
+    nan = 0
+    for i in prange(a.shape[0]):
+        v = abs(a[i])
+        largest = max(largest, v)
+        nan += v != v
+    return np.nan if nan > 0 else largest
+
+
+def max_abs(a: np.ndarray) -> float:
+    """``max(|a|)`` (0 for an empty array, NaN when ``a`` holds a NaN), in one pass."""
+    if len(a) < PARALLEL_MIN_SIZE or a.dtype != np.float64 or not a.flags.c_contiguous:
+        if not len(a):
+            return 0.0
+        return max(float(np.max(a)), -float(np.min(a)))
+    return float(_max_abs(a))
