@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gdmix.array_kernels import PARALLEL_MIN_SIZE, max_abs, sum_in_order
+from gdmix.array_kernels import PARALLEL_MIN_SIZE, filled, max_abs, sum_in_order
 
 
 @pytest.mark.parametrize("n", [10, PARALLEL_MIN_SIZE + 3])
@@ -44,3 +44,10 @@ def test_max_abs(n):
         assert max_abs(a) == 1e9
         a[n // 3] = np.nan
         assert np.isnan(max_abs(a))
+
+
+@pytest.mark.parametrize("n", [0, 5, PARALLEL_MIN_SIZE + 1])
+def test_filled(n):
+    got = filled(n, 1.0)
+    np.testing.assert_array_equal(got, np.ones(n))
+    assert got.dtype == np.float64 and got.flags.writeable

@@ -4,7 +4,8 @@ The trainer adds score arrays of every table row (offsets for each coordinate's 
 the total score) many times per pass, and checks each update's scores: on 20M rows each
 numpy addition or reduction is one thread over hundreds of MB. :func:`sum_in_order`
 adds up to three arrays per pass on all threads, left to right, so that the floats are
-numpy's ``(a + b) + c``; :func:`max_abs` is ``max(|a|)`` in one pass.
+numpy's ``(a + b) + c``; :func:`max_abs` is ``max(|a|)`` in one pass; :func:`filled` is
+``np.full`` with the new memory's pages mapped on every thread.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numba
 import numpy as np
 from numba import prange
 
-__all__ = ["max_abs", "sum_in_order"]
+__all__ = ["filled", "max_abs", "sum_in_order"]
 
 #: Arrays shorter than this are added by numpy (waking threads costs more).
 PARALLEL_MIN_SIZE = 1 << 20
@@ -89,3 +90,18 @@ def max_abs(a: np.ndarray) -> float:
             return 0.0
         return max(float(np.max(a)), -float(np.min(a)))
     return float(_max_abs(a))
+
+
+@numba.njit(cache=True, parallel=True)
+def _fill(out, value):  # type: ignore[no-untyped-def]
+    for i in prange(out.shape[0]):
+        out[i] = value
+
+
+def filled(n: int, value: float) -> np.ndarray:
+    """``np.full(n, value)`` (float64), written on all threads for large ``n``."""
+    if n < PARALLEL_MIN_SIZE:
+        return np.full(n, value, dtype=np.float64)
+    out = np.empty(n)
+    _fill(out, float(value))
+    return out

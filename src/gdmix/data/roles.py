@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from gdmix.array_kernels import filled
 from gdmix.config import DataConfig
 from gdmix.data.schema import (
     check_finite_numeric,
@@ -73,7 +74,7 @@ def extract_roles(
     if need_label or data.label in frame.columns:
         require_columns(frame, [data.label], where)
         y = check_label(frame, data.label, where, data.task)
-    weight = np.ones(n)
+    weight = filled(n, 1.0)
     if data.weight is not None and (need_weight or data.weight in frame.columns):
         require_columns(frame, [data.weight], where)
         weight = check_finite_numeric(frame, data.weight, where)

@@ -154,9 +154,48 @@ def check_finite_numeric(frame: pd.DataFrame, column: str, where: str) -> np.nda
     return values
 
 
+def _binary_as_float_py(src, out, copy):  # type: ignore[no-untyped-def]
+    bad = 0
+    for i in prange(src.shape[0]):
+        v = src[i]
+        bad += (v != 0) & (v != 1)  # NaN too
+        if copy:
+            out[i] = v
+    return bad
+
+
+_binary_ser, _binary_par = serial_and_parallel(_binary_as_float_py)
+
+#: Label columns of at least this many rows are checked (and cast) on all threads.
+_PARALLEL_LABEL_ROWS = 1_000_000
+
+
+def _binary_labels(frame: pd.DataFrame, column: str) -> np.ndarray | None:
+    """A 0/1 label column as float64 in one compiled pass (cast and checked on all
+    threads; a float64 column without a copy), or None when it is not one of numpy's
+    numeric dtypes or holds anything but 0 and 1 (the caller then explains)."""
+    series = frame[column]
+    dtype = series.dtype
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "iubf":
+        return None
+    src = series.to_numpy()
+    copy = dtype != np.float64
+    out = np.empty(len(src)) if copy else src
+    src_arg = src.view(np.uint8) if dtype.kind == "b" else src
+    kernel = _binary_par if len(src) >= _PARALLEL_LABEL_ROWS else _binary_ser
+    if kernel(src_arg, out if copy else np.empty(0), copy) > 0:
+        return None
+    return out
+
+
 def check_label(frame: pd.DataFrame, column: str, where: str, task: str = "logistic") -> np.ndarray:
     """Return the label column as float64, or raise when it does not fit ``task``: 0/1
     (logistic), any finite number (linear), a count >= 0 (Poisson)."""
+    if task == "logistic":
+        check_numeric_dtype(frame, column, where)
+        values = _binary_labels(frame, column)
+        if values is not None:
+            return values
     values = check_finite_numeric(frame, column, where)
     if task == "linear":
         return values
