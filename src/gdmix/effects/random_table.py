@@ -71,21 +71,27 @@ def coefficient_table(
             variances = np.asarray(arrays.variance.tocsr()[rows, cols]).ravel()
             variances[variances == 0] = default_variance
     else:
-        keep = coef != 0
-        if arrays.variance is not None:
-            keep |= arrays.variance != default_variance
-        if keep.all():  # every entry written (the usual dense table): no index gathers
-            n, d = coef.shape
-            rows = np.repeat(np.arange(n), d)
-            cols = np.tile(np.arange(d), n)
+        n, d = coef.shape
+        dense = np.count_nonzero(coef) == n * d  # no temporaries
+        if dense and arrays.variance is not None:
+            dense = not (arrays.variance == default_variance).any()
+        if dense:  # every entry written (the usual dense table): no index gathers
+            rows = None
+            cols = np.tile(np.arange(d, dtype=np.int32), n)
             values = coef.ravel()
             variances = None if arrays.variance is None else arrays.variance.ravel()
         else:
+            keep = coef != 0
+            if arrays.variance is not None:
+                keep |= arrays.variance != default_variance
             rows, cols = np.nonzero(keep)
             values = coef[rows, cols]
             variances = arrays.variance[rows, cols] if arrays.variance is not None else None
-    offsets = np.zeros(coef.shape[0] + 1, dtype=np.int32)
-    np.cumsum(np.bincount(rows, minlength=coef.shape[0]), out=offsets[1:])
+    if rows is None:  # d entries per entity
+        offsets = (np.arange(coef.shape[0] + 1, dtype=np.int64) * coef.shape[1]).astype(np.int32)
+    else:
+        offsets = np.zeros(coef.shape[0] + 1, dtype=np.int32)
+        np.cumsum(np.bincount(rows, minlength=coef.shape[0]), out=offsets[1:])
     columns = {
         "entity_id": _entity_array(arrays.entity_ids),
         "n_rows": pa.array(arrays.n_rows, type=pa.int64()),
