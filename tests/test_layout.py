@@ -159,11 +159,15 @@ def test_counting_sort_equals_stable_argsort(n_groups, threaded, monkeypatch):
     assert np.array_equal(positions[order], np.arange(len(codes)))
 
 
-def test_counting_sort_rejects_codes_out_of_range():
+@pytest.mark.parametrize("threaded", [False, True], ids=["serial", "threaded"])
+def test_counting_sort_rejects_codes_out_of_range(threaded, monkeypatch):
+    if threaded:
+        monkeypatch.setattr(layout, "_PARALLEL_MIN_ROWS", 2)
+        monkeypatch.setattr(layout.numba, "get_num_threads", lambda: 2)
     with pytest.raises(ValueError, match="codes"):
-        counting_sort(np.array([0, 3, 1]), 3)
+        counting_sort(np.array([0, 1, 2, 1, 3, 1]), 3)  # in the second run of rows
     with pytest.raises(ValueError, match="codes"):
-        counting_sort(np.array([0, -1]), 3)
+        counting_sort(np.array([0, -1, 1, 2]), 3)
     order, starts = counting_sort(np.zeros(0, dtype=np.int64), 2)
     assert len(order) == 0 and starts.tolist() == [0, 0, 0]
 

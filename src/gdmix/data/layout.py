@@ -71,17 +71,17 @@ def _counting_sort_py(codes, n_groups, n_chunks, with_positions):  # type: ignor
     # Rows are cut into n_chunks runs; each run is counted and placed by one thread, with
     # its own slots in every group placed after the slots of the runs before it (stable).
     n = codes.shape[0]
-    bad = 0
-    for i in prange(n):
-        c = codes[i]
-        if c < 0 or c >= n_groups:
-            bad += 1
-    if bad > 0:
-        raise ValueError("codes must lie in [0, n_groups)")
     slots = np.zeros((n_chunks, n_groups), dtype=np.int64)
-    for k in prange(n_chunks):
+    bad = np.zeros(n_chunks, dtype=np.int64)
+    for k in prange(n_chunks):  # counted and checked in one pass over the codes
         for i in range(n * k // n_chunks, n * (k + 1) // n_chunks):
-            slots[k, codes[i]] += 1
+            c = codes[i]
+            if c < 0 or c >= n_groups:
+                bad[k] += 1
+            else:
+                slots[k, c] += 1
+    if bad.sum() > 0:
+        raise ValueError("codes must lie in [0, n_groups)")
     starts = np.zeros(n_groups + 1, dtype=np.int64)
     running = 0
     for g in range(n_groups):
