@@ -317,8 +317,7 @@ class _Trainer:
             announce_compilation()
         for candidate, params in enumerate(candidates):
             start = time.perf_counter()
-            estimated = "auto" in params.values()
-            if estimated:  # the prior is estimated, not searched
+            if "auto" in params.values():  # the prior is estimated, not searched
                 t = self.train
                 others = others_terms(
                     self.coords, t.designs, t.roles.y, t.roles.weight, offsets[t.name],
@@ -339,16 +338,7 @@ class _Trainer:
                     **params,
                 )
             seconds = time.perf_counter() - start
-            # The solver may have written the training rows' scores as it solved (not
-            # after an estimated prior's several fits: they are taken, and dropped).
-            written = coord.take_fit_scores(self.train.designs[coord.name])
-            if estimated:
-                written = None
-            new_scores = {
-                t.name: written if t is self.train and written is not None
-                else coord.score(t.designs[coord.name])
-                for t in self._tables()
-            }  # fmt: skip
+            new_scores = {t.name: coord.score(t.designs[coord.name]) for t in self._tables()}
             record = new_record(pass_no, coord, params, candidate)
             goodness = -np.inf
             for t in self._tables():
@@ -661,13 +651,7 @@ def fit(
             config, train_frame, val_frame, list(callbacks or []), trust_custom_code,
             matrices=matrices, validation_matrices=val_matrices,
         )  # fmt: skip
-    for c in trainer.coords:  # _update takes the training scores a fit computes
-        c.keep_fit_scores = True
-    try:
-        model = trainer.run()
-    finally:
-        for c in trainer.coords:
-            c.keep_fit_scores = False
+    model = trainer.run()
     model.lineage = {
         "mode": "train",
         "data": {"train": _data_entry(train, train_frame)},

@@ -100,16 +100,6 @@ class Coordinate(ABC):
     def score(self, design: Any) -> np.ndarray:
         """Per-row score (logit contribution) of ``design``."""
 
-    #: Set by a trainer that takes the training scores after each :meth:`fit` (see
-    #: :meth:`take_fit_scores`); a fit keeps them only then.
-    keep_fit_scores = False
-
-    def take_fit_scores(self, design: Any) -> np.ndarray | None:
-        """Scores of ``design`` (the training design of the last :meth:`fit`) that the
-        fit computed on the way (with :attr:`keep_fit_scores`), or None: :meth:`score`
-        then computes them. Taken once, right after the fit."""
-        return None
-
     @abstractmethod
     def get_state(self) -> dict[str, Any]:
         """Copy of the fitted parameters (for keeping the best model seen)."""

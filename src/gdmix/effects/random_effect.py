@@ -27,7 +27,6 @@ from gdmix.data.layout import (
     counting_sort,
     counting_sort_positions,
     downsample_weights,
-    empty_touched,
     take,
 )
 from gdmix.data.matrices import FeatureMatrix
@@ -43,7 +42,7 @@ from gdmix.effects.random_table import (
 from gdmix.errors import ConfigError, DataError
 from gdmix.losses import sigmoid
 from gdmix.solvers.lbfgs import fit_logistic_lbfgs
-from gdmix.solvers.newton import EntityPrior, score_entities, score_rest, solve_entities
+from gdmix.solvers.newton import EntityPrior, score_entities, solve_entities
 
 __all__ = ["RandomEffect", "RandomEffectDesign"]
 
@@ -122,14 +121,10 @@ class RandomEffect(Coordinate):
         #: rows grouped by entity (``counting_sort``), for the design of that table.
         self._table_codes: tuple[Any, np.ndarray, tuple[np.ndarray, np.ndarray] | None] | None
         self._table_codes = None
-        #: The training design's scores that the last :meth:`fit` wrote as it solved, for
-        #: :meth:`take_fit_scores` (the design is held by a weak reference).
-        self._fit_scores: tuple[Any, np.ndarray] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_table_codes"] = None  # a weak reference to a table: not for copies
-        state["_fit_scores"] = None
         return state
 
     @property
@@ -364,7 +359,6 @@ class RandomEffect(Coordinate):
         ``l2`` is one prior precision for every slope, or one per feature (an array).
         """
         assert design.perm is not None and design.starts is not None, "needs a training design"
-        self._fit_scores = None
         per_feature = np.ndim(l2) == 1
         if per_feature:
             l2 = [float(v) for v in np.asarray(l2, dtype=np.float64)]
@@ -395,7 +389,6 @@ class RandomEffect(Coordinate):
                 skip = getattr(self, "skip_variance", False)  # a search that needs modes only
                 if not skip and self.variance is not None and self.intercept_variance is not None:
                     variances = (self.variance, self.intercept_variance)
-                scores = self._scores_buffer(design)
                 result = solve_entities(
                     design.X, design.perm, design.starts, y, weight, offset, entities,
                     self.coef, self.intercept, l2=self.l2, intercept_l2=self.intercept_l2,
@@ -403,14 +396,10 @@ class RandomEffect(Coordinate):
                     variance="none" if variances is None else self.config.variance,
                     variances=variances,
                     max_iter=self.config.max_iter, tol=self.config.tol, progress=progress,
-                    task=self.config.task, row_scores=scores,
+                    task=self.config.task,
                 )  # fmt: skip
                 if result.coef is not None:  # sparse storage: new matrices
                     self.coef, self.variance = result.coef, result.variance
-                if scores is not None and result.scored is not None:
-                    score_rest(design.X, design.codes, self.coef, self.intercept,
-                               result.scored, scores)  # fmt: skip
-                    self._fit_scores = (weakref.ref(design), scores)
                 stats = {"n_converged": result.n_converged, "mean_iter": result.mean_iter,
                          "max_iter": result.max_iter}  # fmt: skip
         finally:
@@ -462,31 +451,6 @@ class RandomEffect(Coordinate):
                 progress.update(1)
         return {"n_converged": n_ok, "mean_iter": float(np.mean(iters)) if iters else 0.0,
                 "max_iter": int(max(iters, default=0))}  # fmt: skip
-
-    def _scores_buffer(self, design: RandomEffectDesign) -> np.ndarray | None:
-        """An array for the solver to write the design's scores into, where it can: a
-        dense design in table order whose layout lists every row of each entity (no
-        down-sampling), dense coefficients and the logistic task (the lockstep kernel)."""
-        dense = design.order is None and isinstance(design.X, np.ndarray)
-        if not self.keep_fit_scores or not dense or design.weight_multiplier is not None:
-            return None
-        if sp.issparse(self.coef):
-            return None
-        if self.config.task != "logistic" or design.layout is None:
-            return None
-        if design.perm is not design.layout.perm or design.starts is not design.layout.starts:
-            return None
-        return empty_touched(design.X.shape[0])
-
-    def take_fit_scores(self, design: Any) -> np.ndarray | None:
-        """The scores of the training design of the last :meth:`fit`, which the solver
-        wrote as it solved (what :meth:`score` gives, the same floats), or None; each is
-        taken once. Call it right after :meth:`fit`, before anything changes the
-        coefficients."""
-        kept, self._fit_scores = self._fit_scores, None
-        if kept is None or kept[0]() is not design:
-            return None
-        return kept[1]
 
     def score(self, design: RandomEffectDesign) -> np.ndarray:
         """Per-row score (table order); rows of unseen entities, or entities without a
@@ -548,7 +512,6 @@ class RandomEffect(Coordinate):
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore parameters from :meth:`get_state`."""
-        self._fit_scores = None
         self.coef = state["coef"].copy()
         self.intercept = state["intercept"].copy()
         self.params = dict(state["params"])

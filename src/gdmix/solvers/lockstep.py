@@ -20,10 +20,6 @@ A lane whose Hessian is not positive definite (possible only with a zero prior) 
 reported as not converged; the caller re-solves it with the scalar solver, which
 regularises the Hessian. The design is CSR or a dense block (see
 :mod:`gdmix.solvers.rows`).
-
-With ``write_scores``, a converged lane also writes its rows' scores (``b + x . w`` at
-the solution, the floats scoring gives) while its rows are at hand in the lane layout,
-which spares the caller a second pass over the design.
 """
 
 from __future__ import annotations
@@ -181,23 +177,10 @@ def _inverse_diagonal(L, p, out, work):
                 out[c, k] += work[i, k] * work[i, k]
 
 
-@numba.njit(cache=True, fastmath=False)  # set: a callee inherits its caller's if unset
-def _lane_scores(X, beta, m, d, fit_b, k, perm, a, out):
-    """Scores of lane ``k``'s ``m`` rows at its coefficients, written at their table rows
-    ``perm[a:a + m]``: ``b + x . w`` summed in :func:`gdmix.solvers.newton.score_entities`'
-    order, without fused multiply-adds, so that the floats are the ones that scoring
-    gives."""
-    for r in range(m):
-        acc = beta[d, k] if fit_b else 0.0
-        for c in range(d):
-            acc += X[r, c, k] * beta[c, k]
-        out[perm[a + r]] = acc
-
-
 def _solve_groups_py(
     indptr, indices, data, perm, starts, y, s, o, entities, group_starts, block_starts,
     l2, l2_b, fit_b, has_prior, prior_mean, prior_mean_b, prior_prec, prior_prec_b,
-    coef, icpt, var_mode, var, var_b, max_iter, tol, n_iter, converged, write_scores, scores,
+    coef, icpt, var_mode, var, var_b, max_iter, tol, n_iter, converged,
 ):  # fmt: skip
     d = coef.shape[1]
     p = d + fit_b
@@ -373,9 +356,6 @@ def _solve_groups_py(
                 t = t0 + k
                 n_iter[t] = lane_iter[k]
                 converged[t] = lane_conv[k]
-                if write_scores and lane_conv[k]:  # others are solved again elsewhere
-                    _lane_scores(X, beta, starts[e + 1] - starts[e], d, fit_b, k, perm,
-                                 starts[e], scores)  # fmt: skip
                 for c in range(d):
                     coef[e, c] = beta[c, k]
                 icpt[e] = beta[d, k] if fit_b else 0.0

@@ -39,10 +39,7 @@ from gdmix.solvers.lockstep import LANES, solve_groups_par, solve_groups_ser
 from gdmix.solvers.rows import coef_at, entry_column, entry_value, row_span, skip_entry
 from gdmix.solvers.subspace import solve_blocks_par, solve_blocks_ser
 
-__all__ = [
-    "EntityPrior", "NewtonStats", "design_arrays", "score_entities", "score_rest",
-    "solve_entities",
-]  # fmt: skip
+__all__ = ["EntityPrior", "NewtonStats", "design_arrays", "score_entities", "solve_entities"]
 
 #: Shards with at most this many features use the lockstep kernel.
 LOCKSTEP_MAX_FEATURES = 32
@@ -88,8 +85,6 @@ class NewtonStats:
     max_iter: int
     coef: sp.csr_matrix | None = None
     variance: sp.csr_matrix | None = None
-    #: With ``row_scores``: the entities whose rows' scores were written.
-    scored: np.ndarray | None = None
 
 
 def _threaded(n_rows: int) -> bool:
@@ -169,7 +164,6 @@ def solve_entities(
     tol: float = 1e-9,
     progress: object | None = None,
     task: str = "logistic",
-    row_scores: np.ndarray | None = None,
 ) -> NewtonStats:
     """Solve the listed entities' regressions, updating ``coef``/``intercept`` in place.
 
@@ -208,11 +202,6 @@ def solve_entities(
     task : {"logistic", "linear", "poisson"}
         The loss (:mod:`gdmix.losses`). The lockstep kernel is written for the logistic
         loss; the other tasks solve every entity with the subspace kernel.
-    row_scores : ndarray of float64, shape (n_rows,), optional
-        Filled with the scores (``b + x . w`` at the solution, as :func:`score_entities`
-        computes them) of the rows of the entities the lockstep kernel solves; which
-        entities those are is returned in ``NewtonStats.scored``. Only when ``perm``
-        lists every row of each entity (no down-sampling) and ``coef`` is dense.
 
     Returns
     -------
@@ -253,11 +242,6 @@ def solve_entities(
     common = (float(l2), float(intercept_l2), int(fit_intercept), *prior_args, coef, intercept,
               var_mode, var, var_b)  # fmt: skip
     entities = np.ascontiguousarray(entities, dtype=np.int64)
-    write_scores = row_scores is not None
-    if write_scores:
-        if sparse or row_scores.dtype != np.float64 or row_scores.shape != (X.shape[0],):
-            raise ValueError("row_scores needs dense coefficients and one float64 per row")
-    scores = row_scores if row_scores is not None else dummy1
     counts = np.diff(starts)[entities]
     narrow = d <= LOCKSTEP_MAX_FEATURES and code == TASK_CODES["logistic"]
     lockstep = (counts <= LOCKSTEP_MAX_ROWS) if narrow else counts < 0
@@ -277,14 +261,10 @@ def solve_entities(
         kernel = solve_groups_par if _threaded(int(counts[idx][lo:hi].sum())) else solve_groups_ser
         kernel(indptr, indices, data, perm, starts, y, sample_weight, offset, ents[lo:hi],
                group_starts, block_starts.astype(np.int64), *common, int(max_iter), float(tol),
-               it_part[lo:hi], ok_part[lo:hi], write_scores, scores)  # fmt: skip
+               it_part[lo:hi], ok_part[lo:hi])  # fmt: skip
         if progress is not None:
             progress.update(hi - lo)
     n_iter[idx], converged[idx] = it_part, ok_part
-    scored = None
-    if write_scores:
-        scored = np.zeros(n_entities, dtype=np.bool_)
-        scored[ents[ok_part]] = True  # the others are solved again below
 
     # Subspace kernel: wide shards, big entities, and lockstep lanes that did not finish.
     retry = idx[~ok_part]
@@ -308,7 +288,6 @@ def solve_entities(
         n_converged=int(converged.sum()),
         mean_iter=float(n_iter.mean()) if len(n_iter) else 0.0,
         max_iter=int(n_iter.max()) if len(n_iter) else 0,
-        scored=scored,
     )
     if sparse:
         stats.coef, stats.variance = _merge_slots(prev, prev_var, entities, bound, *slots,
@@ -397,52 +376,7 @@ def _score_rows_sparse_py(indptr, indices, data, codes, cptr, cfeat, cval, icpt,
 
 
 _score_rows_ser, _score_rows_par = serial_and_parallel(_score_rows_py)
-
-
-def _score_rest_py(indptr, indices, data, codes, coef, icpt, scored, out):  # type: ignore[no-untyped-def]
-    for i in prange(len(codes)):
-        e = codes[i]
-        if e >= 0 and scored[e]:
-            continue
-        acc = 0.0
-        if e >= 0:
-            acc = icpt[e]
-            lo, hi = row_span(data, indptr, i)
-            for k in range(lo, hi):
-                acc += entry_value(data, i, k) * coef[e, entry_column(data, indices, k)]
-        out[i] = acc
-
-
-_score_rest_ser, _score_rest_par = serial_and_parallel(_score_rest_py)
 _score_sparse_ser, _score_sparse_par = serial_and_parallel(_score_rows_sparse_py)
-
-
-def score_rest(
-    X: np.ndarray,
-    codes: np.ndarray,
-    coef: np.ndarray,
-    intercept: np.ndarray,
-    scored: np.ndarray,
-    out: np.ndarray,
-) -> None:
-    """Complete ``out`` (rows in table order) where :func:`solve_entities` did not write
-    the scores (``row_scores``): the rows of entities not marked in ``scored``, scored
-    as :func:`score_entities` does (negative codes score 0).
-
-    Parameters
-    ----------
-    X : ndarray, shape (n_rows, d)
-        The dense design block, in table order.
-    codes : ndarray of int64, shape (n_rows,)
-    coef : ndarray, shape (n_entities, d)
-    intercept : ndarray, shape (n_entities,)
-    scored : ndarray of bool, shape (n_entities,)
-        ``NewtonStats.scored``.
-    out : ndarray of float64, shape (n_rows,)
-    """
-    arrays = design_arrays(X)
-    kernel = _score_rest_par if _threaded(X.shape[0]) else _score_rest_ser
-    kernel(*arrays, np.ascontiguousarray(codes, dtype=np.int64), coef, intercept, scored, out)
 
 
 def score_entities(
