@@ -74,12 +74,13 @@ def extract_roles(
     if need_label or data.label in frame.columns:
         require_columns(frame, [data.label], where)
         y = check_label(frame, data.label, where, data.task)
-    weight = filled(n, 1.0)
     if data.weight is not None and (need_weight or data.weight in frame.columns):
         require_columns(frame, [data.weight], where)
         weight = check_finite_numeric(frame, data.weight, where)
         if (weight < 0).any():
             raise DataError(f"{where}: weight column '{data.weight}' has negative values")
+    else:
+        weight = filled(n, 1.0)
     offset = np.zeros(n)
     if data.offset is not None:
         require_columns(frame, [data.offset], where)
