@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gdmix.array_kernels import PARALLEL_MIN_SIZE, filled, max_abs, sum_in_order
+from gdmix.array_kernels import PARALLEL_MIN_SIZE, fill_in_place, filled, max_abs, sum_in_order
 
 
 @pytest.mark.parametrize("n", [10, PARALLEL_MIN_SIZE + 3])
@@ -51,3 +51,11 @@ def test_filled(n):
     got = filled(n, 1.0)
     np.testing.assert_array_equal(got, np.ones(n))
     assert got.dtype == np.float64 and got.flags.writeable
+
+
+@pytest.mark.parametrize(("dtype", "value"), [(np.float64, 2.5), (np.int32, 0), (np.int64, 7)])
+def test_fill_in_place(dtype, value):
+    out = np.empty(1000, dtype=dtype)
+    fill_in_place(out, value)
+    np.testing.assert_array_equal(out, np.full(1000, value, dtype=dtype))
+    assert out.dtype == dtype

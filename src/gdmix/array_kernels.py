@@ -11,12 +11,13 @@ numpy's ``(a + b) + c``; :func:`max_abs` is ``max(|a|)`` in one pass; :func:`fil
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numba
 import numpy as np
 from numba import prange
 
-__all__ = ["filled", "max_abs", "sum_in_order"]
+__all__ = ["fill_in_place", "filled", "max_abs", "sum_in_order"]
 
 #: Arrays shorter than this are added by numpy (waking threads costs more).
 PARALLEL_MIN_SIZE = 1 << 20
@@ -98,10 +99,16 @@ def _fill(out, value):  # type: ignore[no-untyped-def]
         out[i] = value
 
 
+def fill_in_place(out: np.ndarray, value: Any) -> None:
+    """Set every element of the 1-D array ``out`` to ``value`` (of ``out``'s type), in
+    order on all threads: fresh memory is mapped page by page as it is written."""
+    _fill(out, out.dtype.type(value))
+
+
 def filled(n: int, value: float) -> np.ndarray:
     """``np.full(n, value)`` (float64), written on all threads for large ``n``."""
     if n < PARALLEL_MIN_SIZE:
         return np.full(n, value, dtype=np.float64)
     out = np.empty(n)
-    _fill(out, float(value))
+    fill_in_place(out, value)
     return out

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from numba import prange
 
+from gdmix.array_kernels import fill_in_place
 from gdmix.jit_variants import serial_and_parallel
 
 __all__ = [
@@ -155,14 +156,6 @@ def counting_sort_positions(
     return _counting_sort(codes, n_groups, True)
 
 
-def _fill_py(flat):  # type: ignore[no-untyped-def]
-    for i in prange(flat.shape[0]):
-        flat[i] = 0
-
-
-_fill_par = numba.njit(cache=True, parallel=True)(_fill_py)
-
-
 def empty_touched(shape: int | tuple[int, ...], dtype: object = np.float64) -> np.ndarray:
     """A new C-ordered array whose memory is already mapped (zero-filled in order, on all
     threads).
@@ -173,7 +166,7 @@ def empty_touched(shape: int | tuple[int, ...], dtype: object = np.float64) -> n
     """
     out = np.empty(shape, dtype=dtype)
     if out.size >= _PARALLEL_MIN_ROWS:
-        _fill_par(out.reshape(-1))
+        fill_in_place(out.reshape(-1), 0)
     return out
 
 

@@ -180,12 +180,12 @@ def _binary_labels(frame: pd.DataFrame, column: str) -> np.ndarray | None:
         return None
     src = series.to_numpy()
     copy = dtype != np.float64
-    out = np.empty(len(src)) if copy else src
+    out = np.empty(len(src) if copy else 0)
     src_arg = src.view(np.uint8) if dtype.kind == "b" else src
     kernel = _binary_par if len(src) >= _PARALLEL_LABEL_ROWS else _binary_ser
-    if kernel(src_arg, out if copy else np.empty(0), copy) > 0:
+    if kernel(src_arg, out, copy) > 0:
         return None
-    return out
+    return out if copy else src
 
 
 def check_label(frame: pd.DataFrame, column: str, where: str, task: str = "logistic") -> np.ndarray:
